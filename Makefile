@@ -1,0 +1,53 @@
+# djust_resumable — every target does its own set-up on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup sysdeps run test test-unit test-integration lint bench test-resume-loop clean
+
+setup: sysdeps $(STAMP)
+
+# Debian packages the tests and `make run` need, installed only when missing.
+sysdeps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	( ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' ) || missing="$$missing libmagic1"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench,server]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+# Local Redis + local S3 API server (moto) + 2 ASGI workers; prints the URL and an upload command.
+run: setup
+	$(PY) example/run.py
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -ra
+
+test-unit: setup
+	$(PY) -m pytest -q -ra tests/unit
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check . || true
+
+# Long loop: SIGKILL and clean-drop resume tests, 20 times each.
+test-resume-loop: setup
+	DJR_LOOP=20 $(PY) -m pytest -q -ra tests/integration/test_resume_loop.py
+
+bench: setup
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-output bench/out

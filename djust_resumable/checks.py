@@ -1,0 +1,59 @@
+"""Django system checks for ``DJUST_RESUMABLE`` (run by ``manage.py check`` and at startup).
+Every message says what to change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .conf import DEFAULTS, GiB, MiB, get_settings
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    out: list[Any] = []
+    raw = getattr(settings, "DJUST_RESUMABLE", {}) or {}
+    if not isinstance(raw, dict):
+        return [Error("DJUST_RESUMABLE must be a dict.", hint="Set DJUST_RESUMABLE = {...}.",
+                      id="djust_resumable.E001")]
+    for key in sorted(set(raw) - set(DEFAULTS)):
+        out.append(Warning(f"DJUST_RESUMABLE has an unknown key {key!r}.",
+                           hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                           id="djust_resumable.W001"))
+    s = get_settings()
+    if not s.MIN_PART_SIZE <= s.PREFERRED_PART_SIZE <= s.MAX_PART_SIZE:
+        out.append(Error("PREFERRED_PART_SIZE must lie between MIN_PART_SIZE and MAX_PART_SIZE.",
+                         hint="S3 allows parts of 5 MiB to 5 GiB; the default is 8 MiB.",
+                         id="djust_resumable.E002"))
+    if s.SINK == "s3" and s.MIN_PART_SIZE < 5 * MiB:
+        out.append(Error("MIN_PART_SIZE below 5 MiB: S3 rejects such non-last parts "
+                         "(EntityTooSmall).", hint="Set MIN_PART_SIZE to at least 5 MiB.",
+                         id="djust_resumable.E003"))
+    if s.SINK == "s3" and not getattr(settings, "AWS_STORAGE_BUCKET_NAME", None):
+        out.append(Error("The S3 sink needs AWS_STORAGE_BUCKET_NAME (django-storages setting).",
+                         hint="Set AWS_STORAGE_BUCKET_NAME, or DJUST_RESUMABLE['SINK'] = 'local' "
+                              "for development.", id="djust_resumable.E004"))
+    if s.CHECKSUM not in (None, "CRC32C", "SHA256"):
+        out.append(Error("CHECKSUM must be 'CRC32C', 'SHA256' or None.",
+                         id="djust_resumable.E005"))
+    if s.PARTS_IN_FLIGHT < 1:
+        out.append(Error("PARTS_IN_FLIGHT must be >= 1.", id="djust_resumable.E006"))
+    if not 64 * 1024 <= s.MAX_FRAME_BYTES <= 64 * MiB:
+        out.append(Error("MAX_FRAME_BYTES must be between 64 KiB and 64 MiB.",
+                         hint="1 MiB (the default) keeps per-frame overhead negligible.",
+                         id="djust_resumable.E007"))
+    if s.HANDOVER_TIMEOUT >= s.LEASE_TTL * 2:
+        out.append(Warning("HANDOVER_TIMEOUT is long compared with LEASE_TTL.",
+                           hint="A dead holder's lease expires after LEASE_TTL anyway.",
+                           id="djust_resumable.W002"))
+    if s.LEASE_TTL < 1:
+        out.append(Error("LEASE_TTL must be at least 1 second.", id="djust_resumable.E008"))
+    if s.MAX_OBJECT_SIZE > 5 * 1024 * GiB and s.SINK == "s3":
+        out.append(Warning("MAX_OBJECT_SIZE above S3's 5 TiB object limit.",
+                           id="djust_resumable.W003"))
+    if not s.STORAGE_PREFIX or s.STORAGE_PREFIX.startswith("/"):
+        out.append(Error("STORAGE_PREFIX must be a relative key prefix such as 'resumable/'.",
+                         id="djust_resumable.E009"))
+    return out

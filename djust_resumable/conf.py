@@ -1,0 +1,105 @@
+"""All djust_resumable settings, in one place.
+
+A project sets ``DJUST_RESUMABLE = {...}`` in its Django settings; every key is optional and
+falls back to ``DEFAULTS``. S3 access is not configured here: the S3 sink reads django-storages'
+``AWS_*`` settings (bucket, endpoint URL, region, credentials, addressing style), so AWS S3,
+MinIO, R2 and moto work by settings alone. ``checks.py`` validates the values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+DEFAULTS: dict[str, Any] = {
+    # Redis holding the ledger (redis-py URL).
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    # Prefix of every Redis key the ledger writes.
+    "KEY_PREFIX": "djr",
+    # "s3", "local", or a dotted path to a Sink class.
+    "SINK": "s3",
+    # Prefix of every object key in the bucket (or directory under LOCAL_ROOT).
+    "STORAGE_PREFIX": "resumable/",
+    # Root directory of the local filesystem sink (development).
+    "LOCAL_ROOT": "",
+    # Part sizing (bytes). S3 limits: parts >= 5 MiB except the last, <= 5 GiB, <= 10,000 parts,
+    # objects <= 5 TiB. Lower them for stores with smaller limits.
+    "PREFERRED_PART_SIZE": 8 * MiB,
+    "MIN_PART_SIZE": 5 * MiB,
+    "MAX_PART_SIZE": 5 * GiB,
+    "MAX_PARTS": 10_000,
+    "MAX_OBJECT_SIZE": 5 * TiB,
+    # Per-part checksum sent to S3 and recorded in the ledger: "CRC32C", "SHA256" or None.
+    "CHECKSUM": "CRC32C",
+    # Complete S3 uploads with a full-object CRC32C (ChecksumType=FULL_OBJECT) when CHECKSUM is
+    # CRC32C. Turn off for stores that reject it.
+    "FULL_OBJECT_CHECKSUM": True,
+    # Parts uploaded concurrently per upload. The client's window of bytes not yet durable is
+    # PARTS_IN_FLIGHT x part size, so this is also the most a SIGKILL can make the client re-send.
+    "PARTS_IN_FLIGHT": 1,
+    # Largest payload of one binary frame (bytes).
+    "MAX_FRAME_BYTES": 1 * MiB,
+    # Per-connection rate limit (bytes/second); 0 disables it.
+    "RATE_LIMIT_BYTES_PER_SECOND": 1 * GiB,
+    # Uploads one user (or anonymous session) may have attached to a writer at once.
+    "MAX_UPLOADS_PER_USER": 8,
+    # Ledger records expire this long (seconds) after their last activity.
+    "LEDGER_TTL": 24 * 3600,
+    # Writer lease (seconds); renewed every third of it while the socket lives.
+    "LEASE_TTL": 15,
+    # How long (seconds) a new connection waits for the lease holder to hand over.
+    "HANDOVER_TIMEOUT": 5,
+    # Upload tokens are valid this long (seconds) after minting.
+    "TOKEN_MAX_AGE": 24 * 3600,
+    # Threads running blocking storage calls (boto3), shared by every upload of a process.
+    "STORAGE_THREADS": 8,
+    # Bytes of each file's head kept in the ledger for magic-byte checks.
+    "HEAD_BYTES": 4 * KiB,
+    # URL path of the upload WebSocket.
+    "ENDPOINT_PATH": "/ws/djust-resumable/",
+}
+
+
+@dataclass(frozen=True)
+class ResumableSettings:
+    REDIS_URL: str
+    KEY_PREFIX: str
+    SINK: str
+    STORAGE_PREFIX: str
+    LOCAL_ROOT: str
+    PREFERRED_PART_SIZE: int
+    MIN_PART_SIZE: int
+    MAX_PART_SIZE: int
+    MAX_PARTS: int
+    MAX_OBJECT_SIZE: int
+    CHECKSUM: str | None
+    FULL_OBJECT_CHECKSUM: bool
+    PARTS_IN_FLIGHT: int
+    MAX_FRAME_BYTES: int
+    RATE_LIMIT_BYTES_PER_SECOND: int
+    MAX_UPLOADS_PER_USER: int
+    LEDGER_TTL: int
+    LEASE_TTL: float
+    HANDOVER_TIMEOUT: float
+    TOKEN_MAX_AGE: int
+    STORAGE_THREADS: int
+    HEAD_BYTES: int
+    ENDPOINT_PATH: str
+
+
+def get_settings(overrides: dict[str, Any] | None = None) -> ResumableSettings:
+    """Return the effective settings: DEFAULTS, then ``settings.DJUST_RESUMABLE``, then
+    ``overrides``. Unknown keys are ignored here and reported by the system checks."""
+    from django.conf import settings as dj
+
+    merged = dict(DEFAULTS)
+    merged.update(getattr(dj, "DJUST_RESUMABLE", {}) or {})
+    if overrides:
+        merged.update(overrides)
+    names = {f.name for f in fields(ResumableSettings)}
+    return ResumableSettings(**{k: v for k, v in merged.items() if k in names})

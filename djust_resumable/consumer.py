@@ -1,0 +1,235 @@
+"""The upload WebSocket endpoint: a channels consumer that is transport only.
+
+It authenticates control messages with the signed token, parses frames, applies the
+per-connection rate limit, forwards everything to ``UploadService`` and turns every
+``ResumableError`` into a typed ``error`` message. A connection may carry several uploads
+(multi-file slots). See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from redis.exceptions import RedisError
+
+from .conf import get_settings
+from .errors import (
+    BadMessage,
+    Internal,
+    LedgerUnavailable,
+    NotFound,
+    ResumableError,
+    Superseded,
+)
+from .protocol import decode_data, dumps, parse_control
+from .service import Done, UploadService, UploadWriter, get_service
+from .tokens import UploadGrant, read_token
+
+log = logging.getLogger("djust_resumable")
+
+# Close code sent when another connection took the upload over (4000-4999: application).
+CLOSE_SUPERSEDED = 4009
+# Errors after which the writer is dropped from this connection (the client must resume).
+_WRITER_FATAL = ("lease_lost", "storage_error", "ledger_unavailable", "checksum_mismatch",
+                 "aborted", "failed", "internal", "superseded")
+
+
+class UploadConsumer(AsyncWebsocketConsumer):
+    """Mount at ``settings.ENDPOINT_PATH`` (``djust_resumable.routing``). Run the ASGI server
+    with permessage-deflate off for this route (docs/deploy.md): compression cuts loopback
+    throughput from ~1 GiB/s to ~30 MiB/s on incompressible data."""
+
+    service: UploadService
+    writers: dict[str, UploadWriter]
+
+    async def connect(self) -> None:
+        self.settings = get_settings()
+        self.service = get_service()
+        self.conn_id = uuid.uuid4().hex
+        self.writers = {}
+        self.grants: dict[str, UploadGrant] = {}
+        self._bucket = float(self.settings.RATE_LIMIT_BYTES_PER_SECOND or 0)
+        self._bucket_t = time.monotonic()
+        await self.accept()
+        self._renewer = asyncio.create_task(self._renew_loop())
+
+    async def disconnect(self, code: int) -> None:
+        renewer = getattr(self, "_renewer", None)
+        if renewer:
+            renewer.cancel()
+        writers, self.writers = getattr(self, "writers", {}), {}
+        for w in writers.values():
+            await w.detach(spill=True)
+
+    # -- inbound ----------------------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        ref: str | None = None
+        req_id: str | None = None
+        try:
+            if bytes_data is not None:
+                frame = decode_data(bytes_data, self.settings.MAX_FRAME_BYTES)
+                ref = frame.ref
+                await self._data(frame.ref, frame.offset, frame.payload)
+            elif text_data is not None:
+                msg = parse_control(text_data)
+                ref, req_id = msg.get("ref"), msg.get("id")
+                await getattr(self, "_on_" + msg["type"])(msg)
+            else:
+                raise BadMessage("empty message")
+        except ResumableError as exc:
+            await self._error(exc, ref, req_id)
+        except RedisError as exc:
+            log.warning("ledger error on ref=%s: %s", ref, exc)
+            await self._error(LedgerUnavailable(), ref, req_id)
+        except Exception:  # never a traceback to the client, never a dead worker
+            log.exception("unexpected error on ref=%s", ref)
+            await self._error(Internal(), ref, req_id)
+
+    async def _error(self, exc: ResumableError, ref: str | None, req_id: str | None) -> None:
+        msg = exc.to_wire(ref)
+        if req_id is not None:
+            msg["id"] = req_id
+        await self.send(text_data=dumps(msg))
+        if ref and exc.code in _WRITER_FATAL:
+            w = self.writers.pop(ref, None)
+            if w is not None:
+                await w.detach(spill=exc.code not in ("lease_lost", "superseded"))
+
+    def _grant(self, token: str) -> UploadGrant:
+        grant = self.grants.get(token)
+        if grant is None:
+            grant = read_token(token, self.settings.TOKEN_MAX_AGE)
+            self.grants[token] = grant
+        return grant
+
+    async def _on_open(self, msg: dict[str, Any]) -> None:
+        grant = self._grant(msg["token"])
+        rec = await self.service.register(grant, msg["name"], msg["size"], msg["content_type"],
+                                          msg.get("fingerprint", ""))
+        msg["ref"] = rec.ref
+        await self._attach(rec.ref, grant, msg)
+
+    async def _on_resume(self, msg: dict[str, Any]) -> None:
+        await self._attach(msg["ref"], self._grant(msg["token"]), msg)
+
+    async def _attach(self, ref: str, grant: UploadGrant, msg: dict[str, Any]) -> None:
+        if ref in self.writers:  # a client re-sending resume on the same socket
+            w = self.writers[ref]
+        else:
+            got = await self.service.attach(
+                ref, grant, self.conn_id, self.channel_name or "", self._ack,
+                self._request_handover, msg.get("fingerprint"))
+            if isinstance(got, Done):
+                await self._send({**got.to_wire(), **_id(msg)})
+                return
+            w = self.writers[ref] = got
+        await self._send({
+            "type": "ready", "ref": ref, "offset": w.durable, "size": w.size,
+            "part_size": w.part_size, "window": w.window,
+            "max_frame": self.settings.MAX_FRAME_BYTES, **_id(msg)})
+
+    async def _on_finish(self, msg: dict[str, Any]) -> None:
+        w = self._writer(msg["ref"])
+        done = await w.finish(msg.get("crc32c"))
+        self.writers.pop(msg["ref"], None)
+        await self._send(done.to_wire())
+
+    async def _on_cancel(self, msg: dict[str, Any]) -> None:
+        ref = msg["ref"]
+        w = self.writers.pop(ref, None)
+        if w is not None:
+            await w.detach(spill=False)
+            grant = self._grant_for(w)
+        else:
+            grant = self._grant(msg.get("token", "")) if msg.get("token") else None
+        if grant is None:
+            raise NotFound()
+        await self.service.cancel(ref, grant)
+        await self._send({"type": "cancelled", "ref": ref})
+
+    def _grant_for(self, w: UploadWriter) -> UploadGrant | None:
+        for g in self.grants.values():
+            if g.owner == w.rec.owner and g.slot == w.rec.slot:
+                return g
+        return None
+
+    def _writer(self, ref: str) -> UploadWriter:
+        w = self.writers.get(ref)
+        if w is None:
+            raise NotFound("upload is not open on this connection")
+        return w
+
+    async def _data(self, ref: str, offset: int, payload: memoryview) -> None:
+        w = self._writer(ref)
+        await self._throttle(len(payload))
+        await w.write(offset, payload)
+        await self._send({"type": "progress", "ref": ref, "received": w.received,
+                          "durable": w.durable})
+
+    async def _throttle(self, n: int) -> None:
+        rate = self.settings.RATE_LIMIT_BYTES_PER_SECOND
+        if not rate:
+            return
+        now = time.monotonic()
+        self._bucket = min(float(rate), self._bucket + (now - self._bucket_t) * rate) - n
+        self._bucket_t = now
+        if self._bucket < 0:
+            await asyncio.sleep(-self._bucket / rate)
+
+    # -- outbound ---------------------------------------------------------------------------
+    async def _send(self, msg: dict[str, Any]) -> None:
+        await self.send(text_data=dumps(msg))
+
+    async def _ack(self, ref: str, received: int, durable: int) -> None:
+        try:
+            await self._send({"type": "ack", "ref": ref, "received": received,
+                              "durable": durable})
+        except Exception:  # the socket may be gone; the ledger already has the truth
+            pass
+
+    # -- lease upkeep and handover (durability rule 4) --------------------------------------
+    async def _renew_loop(self) -> None:
+        period = max(0.2, self.settings.LEASE_TTL / 3)
+        while True:
+            await asyncio.sleep(period)
+            for ref, w in list(self.writers.items()):
+                try:
+                    ok = await w.renew()
+                except Exception as exc:
+                    log.warning("lease renewal of ref=%s failed: %s", ref, exc)
+                    continue
+                if not ok and self.writers.get(ref) is w:
+                    self.writers.pop(ref, None)
+                    await w.detach(spill=False)
+                    await self._send(Superseded("the lease was lost").to_wire(ref))
+
+    async def _request_handover(self, holder_channel: str, ref: str, requester: str) -> None:
+        if self.channel_layer is None or not holder_channel:
+            return
+        try:
+            await self.channel_layer.send(holder_channel, {
+                "type": "resumable.handover", "ref": ref, "requester": requester})
+        except Exception as exc:
+            log.warning("handover request for ref=%s failed: %s", ref, exc)
+
+    async def resumable_handover(self, event: dict[str, Any]) -> None:
+        """Channel-layer message: another connection wants ``ref``. Spill, release, tell
+        the client ``superseded`` and close if nothing else is open here."""
+        ref = event.get("ref")
+        w = self.writers.pop(ref, None) if isinstance(ref, str) else None
+        if w is None:
+            return
+        await w.detach(spill=True)
+        log.info("handed over ref=%s to conn=%s", ref, event.get("requester"))
+        await self._send(Superseded().to_wire(ref))
+        if not self.writers:
+            await self.close(code=CLOSE_SUPERSEDED)
+
+
+def _id(msg: dict[str, Any]) -> dict[str, Any]:
+    return {"id": msg["id"]} if "id" in msg else {}

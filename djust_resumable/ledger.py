@@ -1,0 +1,318 @@
+"""The chunk ledger: one Redis record per upload, the single source of truth for resuming.
+
+Keys (hash-tagged per upload so a Redis Cluster keeps one upload in one slot)::
+
+    <prefix>:{<ref>}:meta    hash   every field of ``UploadRecord``
+    <prefix>:{<ref>}:parts   hash   "<PartNumber>" -> PartInfo JSON, "c<PartNumber>" -> CRC32C
+                                    of the file's bytes up to the end of that part
+    <prefix>:{<ref>}:lease   string "<epoch>|<connection id>|<channel name>", expires (PX)
+    <prefix>:{<ref>}:events  list   JSON timeline, newest last, capped
+    <prefix>:index           zset   ref -> last activity (ms); for the admin page and sweeper
+    <prefix>:active:<owner>  zset   ref -> lease expiry (ms); concurrent uploads per owner
+
+Every transition runs as one Lua script (``lua/*.lua``, each prefixed with ``lua/_lib.lua``)
+and checks the caller's lease epoch (fencing). The two global sorted sets are advisory and
+updated beside the scripts, not inside them, because they live in other cluster slots.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .conf import ResumableSettings
+from .errors import InvalidState, LeaseLost, NotFound
+from .sinks.base import PartInfo
+
+STATES = ("registered", "uploading", "completing", "complete", "consumed", "failed", "aborted",
+          "expired")
+ACTIVE_STATES = ("registered", "uploading", "completing")
+TERMINAL_STATES = ("consumed", "failed", "aborted", "expired")
+EVENTS_KEPT = 200
+
+_INT_FIELDS = ("size", "max_file_size", "part_size", "parts_done", "durable", "received", "epoch",
+               "tail_offset", "tail_len", "created", "updated", "completed", "spills",
+               "attaches", "complete_calls", "crc", "tail_crc", "client_crc")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class UploadRecord:
+    """A ledger record. Sizes and offsets in bytes, times in ms since the epoch, CRCs as
+    unsigned 32-bit integers (CRC32C)."""
+
+    ref: str
+    state: str
+    owner: str = ""
+    user: str = ""
+    slot: str = ""
+    view: str = ""
+    max_file_size: int = 0
+    client_name: str = ""
+    client_type: str = ""
+    size: int = 0
+    key: str = ""
+    upload_id: str = ""
+    part_size: int = 0
+    parts_done: int = 0
+    durable: int = 0
+    received: int = 0
+    crc: int = 0
+    epoch: int = 0
+    tail_key: str = ""
+    tail_offset: int = 0
+    tail_len: int = 0
+    tail_crc: int = 0
+    head: bytes = b""
+    fingerprint: str = ""
+    holder: str = ""
+    holder_channel: str = ""
+    created: int = 0
+    updated: int = 0
+    completed: int = 0
+    etag: str = ""
+    checksum: str = ""
+    client_crc: int = 0
+    error: str = ""
+    spills: int = 0
+    attaches: int = 0
+    complete_calls: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, ref: str, raw: dict[bytes, bytes]) -> UploadRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        kw: dict[str, Any] = {"ref": ref, "extra": {}}
+        for k, v in raw.items():
+            name = k.decode()
+            if name == "head":
+                kw["head"] = bytes(v)
+            elif name in _INT_FIELDS:
+                kw[name] = int(v) if v not in (b"", None) else 0
+            elif name in known and name not in ("ref", "extra"):
+                kw[name] = v.decode(errors="replace")
+            else:
+                kw["extra"][name] = v.decode(errors="replace")
+        kw.setdefault("state", "registered")
+        return cls(**kw)
+
+    @property
+    def part_count(self) -> int:
+        """Number of parts the object will have (0 for an empty file)."""
+        return -(-self.size // self.part_size) if self.part_size else 0
+
+
+@dataclass(frozen=True)
+class Acquired:
+    status: str  # "ok" | "busy" | "state"
+    epoch: int = 0
+    holder_channel: str = ""
+    state: str = ""
+
+
+class Ledger:
+    """Async access to the ledger. Every method may raise redis-py connection errors after
+    its retries are exhausted (the service maps them to ``ledger_unavailable``)."""
+
+    def __init__(self, client: aioredis.Redis, settings: ResumableSettings) -> None:
+        self.r = client
+        self.prefix = settings.KEY_PREFIX
+        self.ttl = int(settings.LEDGER_TTL)
+        self.lease_ms = int(settings.LEASE_TTL * 1000)
+        self._scripts = {name: self.r.register_script(_load_script(name)) for name in (
+            "register", "acquire", "renew", "release", "commit_part", "spill", "transition",
+            "set_fields")}
+
+    @classmethod
+    def from_settings(cls, settings: ResumableSettings) -> Ledger:
+        # Retries ride out a Redis restart or failover of a few seconds (the AOF restart test).
+        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40)
+        client = aioredis.Redis.from_url(
+            settings.REDIS_URL, retry=retry,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+            health_check_interval=10, socket_connect_timeout=2, socket_timeout=10)
+        return cls(client, settings)
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    # -- keys -------------------------------------------------------------------------------
+    def _k(self, ref: str, kind: str) -> str:
+        return f"{self.prefix}:{{{ref}}}:{kind}"
+
+    def _keys(self, ref: str, *kinds: str) -> list[str]:
+        return [self._k(ref, k) for k in kinds]
+
+    @property
+    def index_key(self) -> str:
+        return f"{self.prefix}:index"
+
+    def _active_key(self, owner: str) -> str:
+        return f"{self.prefix}:active:{owner}"
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._scripts[name](keys=keys, args=args)
+
+    # -- records ----------------------------------------------------------------------------
+    async def register(self, rec: UploadRecord) -> None:
+        """Create the record (state ``registered``). Raises InvalidState if the ref exists."""
+        fields_: list[Any] = []
+        for name in ("owner", "user", "slot", "view", "max_file_size", "client_name",
+                     "client_type", "size", "key", "upload_id", "part_size", "fingerprint",
+                     "created", "updated"):
+            fields_ += [name, getattr(rec, name)]
+        ok = await self._run("register", self._keys(rec.ref, "meta", "parts", "events"),
+                             [self.ttl, *fields_])
+        if not ok:
+            raise InvalidState("ref already registered")
+        await self.r.zadd(self.index_key, {rec.ref: rec.updated or now_ms()})
+        await self.event(rec.ref, "registered", size=rec.size, part_size=rec.part_size)
+
+    async def get(self, ref: str) -> UploadRecord | None:
+        raw = await self.r.hgetall(self._k(ref, "meta"))
+        return UploadRecord.from_hash(ref, raw) if raw else None
+
+    async def require(self, ref: str) -> UploadRecord:
+        rec = await self.get(ref)
+        if rec is None:
+            raise NotFound()
+        return rec
+
+    async def parts(self, ref: str) -> list[PartInfo]:
+        """Every stored part, ordered by PartNumber."""
+        raw = await self.r.hgetall(self._k(ref, "parts"))
+        out = [PartInfo.from_json(v.decode()) for k, v in raw.items() if k.isdigit()]
+        return sorted(out, key=lambda p: p.number)
+
+    async def events(self, ref: str) -> list[dict[str, Any]]:
+        return [json.loads(e) for e in await self.r.lrange(self._k(ref, "events"), 0, -1)]
+
+    async def event(self, ref: str, kind: str, **data: Any) -> None:
+        """Append to the upload's timeline (for the admin page); best effort."""
+        key = self._k(ref, "events")
+        item = json.dumps({"t": now_ms(), "event": kind, **data}, separators=(",", ":"))
+        async with self.r.pipeline(transaction=False) as p:
+            p.rpush(key, item)
+            p.ltrim(key, -EVENTS_KEPT, -1)
+            p.expire(key, self.ttl)
+            await p.execute()
+
+    async def touch_index(self, ref: str) -> None:
+        await self.r.zadd(self.index_key, {ref: now_ms()})
+
+    # -- lease ------------------------------------------------------------------------------
+    async def acquire(self, ref: str, conn_id: str, channel: str) -> Acquired:
+        """Try to take the writer lease. Raises NotFound for a missing record."""
+        res = await self._run("acquire", self._keys(ref, "meta", "lease", "parts"),
+                              [conn_id, channel, self.lease_ms, self.ttl, now_ms()])
+        status = res[0].decode()
+        if status == "not_found":
+            raise NotFound()
+        if status == "ok":
+            return Acquired("ok", epoch=int(res[1]))
+        if status == "busy":
+            return Acquired("busy", holder_channel=res[1].decode(), epoch=int(res[2]))
+        return Acquired("state", state=res[1].decode())
+
+    async def renew(self, ref: str, epoch: int) -> bool:
+        res = await self._run("renew", self._keys(ref, "meta", "lease", "parts"),
+                              [epoch, self.lease_ms, self.ttl])
+        return res == 1
+
+    async def release(self, ref: str, epoch: int) -> bool:
+        return await self._run("release", self._keys(ref, "meta", "lease"), [epoch, now_ms()]) == 1
+
+    async def count_active(self, owner: str) -> int:
+        """Uploads of ``owner`` whose writer lease is live (per-user concurrency limit)."""
+        key = self._active_key(owner)
+        async with self.r.pipeline(transaction=False) as p:
+            p.zremrangebyscore(key, 0, now_ms())
+            p.zcard(key)
+            _, n = await p.execute()
+        return int(n)
+
+    async def mark_active(self, owner: str, ref: str, active: bool) -> None:
+        key = self._active_key(owner)
+        if active:
+            async with self.r.pipeline(transaction=False) as p:
+                p.zadd(key, {ref: now_ms() + self.lease_ms})
+                p.expire(key, max(60, self.lease_ms // 1000 * 4))
+                await p.execute()
+        else:
+            await self.r.zrem(key, ref)
+
+    # -- writes (all fenced) ----------------------------------------------------------------
+    @staticmethod
+    def _fenced(res: list[Any]) -> None:
+        status = res[0].decode() if isinstance(res[0], bytes) else str(res[0])
+        if status == "lease_lost":
+            raise LeaseLost()
+        if status == "invalid_state":
+            raise InvalidState(f"upload is {res[1].decode()}", state=res[1].decode())
+        if status == "not_found":
+            raise NotFound()
+
+    async def commit_part(self, ref: str, epoch: int, part: PartInfo,
+                          crc_end: int) -> tuple[int, int, str]:
+        """Record a stored part. Returns (durable offset, CRC32C of the durable prefix,
+        key of a spilled tail this part supersedes or ""). Raises LeaseLost, InvalidState."""
+        res = await self._run("commit_part", self._keys(ref, "meta", "parts", "lease"),
+                              [epoch, part.number, part.to_json(), crc_end, self.ttl, now_ms()])
+        self._fenced(res)
+        return int(res[1]), int(res[2]), res[3].decode()
+
+    async def spill(self, ref: str, epoch: int, tail_key: str, offset: int, length: int,
+                    crc_end: int) -> tuple[int, str]:
+        """Record a spilled tail covering [offset, offset+length). Returns (durable, key of
+        the tail it replaces or ""). Raises LeaseLost, InvalidState, or ValueError for a tail
+        that does not start at the end of the stored parts."""
+        res = await self._run("spill", self._keys(ref, "meta", "lease", "parts"),
+                              [epoch, tail_key, offset, length, crc_end, self.ttl, now_ms()])
+        if res[0] == b"bad_tail":
+            raise ValueError(f"tail at {offset} does not continue the durable prefix")
+        self._fenced(res)
+        return int(res[1]), res[2].decode()
+
+    async def transition(self, ref: str, to: str, from_states: tuple[str, ...],
+                         epoch: int | None = None, **fields_: Any) -> tuple[str, str]:
+        """Atomically move ``ref`` to ``to`` if it is in ``from_states``. Returns
+        ("ok", previous) or ("already", to). Raises InvalidState, LeaseLost, NotFound."""
+        flat: list[Any] = []
+        for k, v in fields_.items():
+            flat += [k, v]
+        res = await self._run("transition", self._keys(ref, "meta", "lease", "parts"),
+                              ["" if epoch is None else epoch, ",".join(from_states), to,
+                               self.ttl, now_ms(), *flat])
+        self._fenced(res)
+        await self.touch_index(ref)
+        return res[0].decode(), res[1].decode()
+
+    async def set_fields(self, ref: str, epoch: int, **fields_: Any) -> None:
+        """Fenced write of informational fields. Raises LeaseLost."""
+        flat: list[Any] = []
+        for k, v in fields_.items():
+            flat += [k, v]
+        res = await self._run("set_fields", self._keys(ref, "meta", "lease"),
+                              [epoch, self.ttl, *flat])
+        if res != 1:
+            raise LeaseLost()
+
+    async def incr(self, ref: str, name: str) -> int:
+        return int(await self.r.hincrby(self._k(ref, "meta"), name, 1))
+
+
+def _load_script(name: str) -> str:
+    pkg = resources.files("djust_resumable") / "lua"
+    return (pkg / "_lib.lua").read_text() + "\n" + (pkg / f"{name}.lua").read_text()

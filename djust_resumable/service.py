@@ -1,0 +1,438 @@
+"""The uploads service: register, attach (resume), write, finish, cancel, detach.
+
+Pure async logic over the ledger and a sink; the WebSocket consumer is only transport. The
+durability rules (docs/durability.md) live here:
+
+1. a byte is acknowledged only after it is in storage (a part or a spilled tail) *and* in the
+   ledger: storage write, then ledger, then ack;
+2. the resume point is the ledger's durable offset; a clean detach spills the partial part;
+3. part N always covers bytes [(N-1) * part_size, N * part_size) — fixed at registration;
+4. one writer per upload (lease with epoch; every ledger write is fenced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from .conf import ResumableSettings, get_settings
+from .errors import (
+    Aborted,
+    Busy,
+    ChecksumMismatch,
+    Failed,
+    Incomplete,
+    InvalidState,
+    LedgerUnavailable,
+    NotFound,
+    OffsetMismatch,
+    ResumableError,
+    SizeExceeded,
+    StorageError,
+    TooLarge,
+    TooManyUploads,
+)
+from .ledger import Ledger, UploadRecord, now_ms
+from .sinks.base import CompleteResult, PartInfo, Sink, choose_part_size, crc32c_value
+from .tokens import UploadGrant
+
+log = logging.getLogger("djust_resumable")
+
+AckCallback = Callable[[str, int, int], Awaitable[None]]  # (ref, received, durable)
+HandoverCallback = Callable[[str, str, str], Awaitable[None]]  # (holder channel, ref, me)
+
+
+@dataclass(frozen=True)
+class Done:
+    """What the client hears when an upload is complete (also on a late resume)."""
+
+    ref: str
+    size: int
+    crc32c: int
+    etag: str
+
+    def to_wire(self) -> dict[str, object]:
+        return {"type": "done", "ref": self.ref, "size": self.size, "crc32c": self.crc32c,
+                "etag": self.etag}
+
+
+def _done(rec: UploadRecord) -> Done:
+    return Done(rec.ref, rec.size, rec.crc, rec.etag)
+
+
+class UploadService:
+    """One per process; shared by every connection."""
+
+    def __init__(self, ledger: Ledger, sink: Sink, settings: ResumableSettings) -> None:
+        self.ledger = ledger
+        self.sink = sink
+        self.settings = settings
+
+    # -- register -----------------------------------------------------------------------------
+    async def register(self, grant: UploadGrant, name: str, size: int, content_type: str,
+                       fingerprint: str = "") -> UploadRecord:
+        """Validate the declaration, create the multipart upload and the ledger record.
+
+        Raises TooLarge (size above the slot's ``max_file_size`` or the store's limits),
+        StorageError, LedgerUnavailable.
+        """
+        if size > grant.max_file_size:
+            raise TooLarge(f"{size} bytes is above this slot's limit of {grant.max_file_size}",
+                           max_file_size=grant.max_file_size)
+        part_size = choose_part_size(size, self.settings)
+        ref = uuid.uuid4().hex
+        # The key never derives from the client's file name (it is metadata in the ledger).
+        key = f"{self.settings.STORAGE_PREFIX}{dt.datetime.now(dt.UTC):%Y/%m/%d}/{ref}"
+        upload_id = await self.sink.create(key, content_type)
+        t = now_ms()
+        rec = UploadRecord(
+            ref=ref, state="registered", owner=grant.owner, user=grant.user, slot=grant.slot,
+            view=grant.view, max_file_size=grant.max_file_size, client_name=name[:255],
+            client_type=content_type, size=size, key=key, upload_id=upload_id,
+            part_size=part_size, fingerprint=fingerprint, created=t, updated=t)
+        try:
+            await self.ledger.register(rec)
+        except BaseException:
+            await self.sink.abort(key, upload_id)
+            raise
+        log.info("registered ref=%s user=%s size=%d part_size=%d", ref, grant.user, size,
+                 part_size)
+        return rec
+
+    async def lookup(self, ref: str, grant: UploadGrant) -> UploadRecord:
+        """The record, if ``grant`` owns it; anyone else gets NotFound, exactly like a
+        missing upload (no oracle for other sessions' refs)."""
+        rec = await self.ledger.get(ref)
+        if rec is None or rec.owner != grant.owner or rec.slot != grant.slot:
+            raise NotFound()
+        return rec
+
+    # -- attach -------------------------------------------------------------------------------
+    async def attach(self, ref: str, grant: UploadGrant, conn_id: str, channel: str,
+                     on_ack: AckCallback, request_handover: HandoverCallback | None = None,
+                     fingerprint: str | None = None) -> UploadWriter | Done:
+        """Become the writer of ``ref`` (a fresh upload or a resume on any worker).
+
+        Returns ``Done`` when the upload is already complete (a client that missed ``done``),
+        else a writer positioned at the durable offset with any spilled tail restored.
+        Raises NotFound (missing, or not this grant's), Busy (another live writer did not hand
+        over within HANDOVER_TIMEOUT), Aborted/Failed, TooManyUploads, LedgerUnavailable.
+        """
+        rec = await self.lookup(ref, grant)
+        if fingerprint and rec.fingerprint and fingerprint != rec.fingerprint:
+            raise NotFound("this upload belongs to another file")
+        if rec.state in ("complete", "consumed"):
+            return _done(rec)
+        if rec.state in ("failed", "aborted", "expired"):
+            raise (Aborted if rec.state == "aborted" else Failed)(f"upload is {rec.state}",
+                                                                  state=rec.state)
+        limit = self.settings.MAX_UPLOADS_PER_USER
+        if limit and await self.ledger.count_active(rec.owner) >= limit:
+            raise TooManyUploads(f"at most {limit} uploads at once")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.HANDOVER_TIMEOUT
+        asked = False
+        while True:
+            got = await self.ledger.acquire(ref, conn_id, channel)
+            if got.status == "ok":
+                break
+            if got.status == "state":
+                rec = await self.ledger.require(ref)
+                if rec.state in ("complete", "consumed"):
+                    return _done(rec)
+                raise Failed(f"upload is {rec.state}", state=rec.state)
+            # Busy: ask the holder to hand over (durability rule 4); a dead holder never
+            # answers and loses the lease when it expires, so the client retries.
+            if not asked and request_handover is not None and got.holder_channel:
+                asked = True
+                await request_handover(got.holder_channel, ref, conn_id)
+            if loop.time() >= deadline:
+                raise Busy(retry_after=self.settings.LEASE_TTL)
+            await asyncio.sleep(0.1)
+        await self.ledger.mark_active(rec.owner, ref, True)
+        rec = await self.ledger.require(ref)
+        writer = UploadWriter(self, rec, got.epoch, on_ack)
+        try:
+            await writer.restore_tail()
+        except BaseException:
+            await writer.release()
+            raise
+        await self.ledger.event(ref, "attached", conn=conn_id, epoch=got.epoch,
+                                durable=rec.durable)
+        log.info("attached ref=%s user=%s epoch=%d durable=%d", ref, rec.user, got.epoch,
+                 rec.durable)
+        return writer
+
+    # -- cancel -------------------------------------------------------------------------------
+    async def cancel(self, ref: str, grant: UploadGrant) -> None:
+        """Abort the multipart upload and mark the ledger ``aborted`` (idempotent). A live
+        writer elsewhere fails its next ledger write. Raises NotFound, InvalidState (already
+        complete)."""
+        rec = await self.lookup(ref, grant)
+        await self.abort_record(rec, reason="cancelled")
+
+    async def abort_record(self, rec: UploadRecord, reason: str) -> None:
+        status, _ = await self.ledger.transition(
+            rec.ref, "aborted", ("registered", "uploading", "completing", "failed"),
+            error=reason)
+        if status == "ok":
+            await self.sink.abort(rec.key, rec.upload_id)
+            if rec.tail_key:
+                await self.sink.delete_tail(rec.tail_key)
+            await self.ledger.event(rec.ref, "aborted", reason=reason)
+            log.info("aborted ref=%s user=%s reason=%s", rec.ref, rec.user, reason)
+
+
+class UploadWriter:
+    """The live writer of one upload on one connection.
+
+    Memory is bounded by ``part_size x (PARTS_IN_FLIGHT + 1)`` bytes whatever the file size:
+    one part being filled plus the parts being uploaded.
+    """
+
+    def __init__(self, service: UploadService, rec: UploadRecord, epoch: int,
+                 on_ack: AckCallback) -> None:
+        self.svc = service
+        self.ledger = service.ledger
+        self.sink = service.sink
+        self.rec = rec
+        self.ref = rec.ref
+        self.epoch = epoch
+        self.on_ack = on_ack
+        self.size = rec.size
+        self.part_size = rec.part_size
+        self.received = rec.durable  # bytes [0, received) are in memory or stored
+        self.durable = rec.durable
+        self.crc = rec.crc  # CRC32C of bytes [0, received)
+        self.buf = bytearray()
+        self.buf_start = rec.durable  # file offset of buf[0]; always a part boundary once set
+        self.head = bytearray(rec.head)
+        self.head_saved = len(rec.head) >= min(service.settings.HEAD_BYTES, rec.size)
+        self.inflight: list[asyncio.Task[None]] = []
+        self.error: ResumableError | None = None
+        self.closed = False
+        self.window = rec.part_size * max(1, service.settings.PARTS_IN_FLIGHT)
+
+    async def restore_tail(self) -> None:
+        """Load a spilled tail so this worker continues without the client re-sending it."""
+        rec = self.rec
+        if rec.tail_len > 0:
+            data = await self.sink.read_tail(rec.tail_key)
+            if len(data) != rec.tail_len:
+                raise StorageError("spilled tail has the wrong length")
+            self.buf = bytearray(data)
+            self.buf_start = rec.tail_offset
+            await self.ledger.event(self.ref, "tail_restored", offset=rec.tail_offset,
+                                    length=rec.tail_len)
+        elif rec.durable != min(rec.parts_done * rec.part_size, rec.size):
+            raise StorageError("ledger durable offset is not a part boundary")
+
+    # -- writing ----------------------------------------------------------------------------
+    async def write(self, offset: int, payload: memoryview) -> None:
+        """Accept a data frame at ``offset`` (bytes).
+
+        Bytes below the received offset are skipped (duplicates and overlaps are harmless);
+        a frame that would leave a gap raises OffsetMismatch carrying the offset to continue
+        at; bytes past the declared size raise SizeExceeded and are not stored.
+        """
+        self._check()
+        end = offset + len(payload)
+        if end > self.size:
+            raise SizeExceeded(f"frame ends at {end}, past the declared size {self.size}",
+                               offset=self.received)
+        if offset > self.received:
+            raise OffsetMismatch(f"expected offset {self.received}, got {offset}",
+                                 offset=self.received)
+        if end <= self.received:
+            return
+        if offset < self.received:
+            payload = payload[self.received - offset:]
+        while payload:
+            room = self.part_size - len(self.buf)
+            chunk, payload = payload[:room], payload[room:]
+            self.buf += chunk
+            self.crc = crc32c_value(chunk, self.crc)
+            # The head is the file's first HEAD_BYTES, kept for magic-byte checks.
+            if len(self.head) < self.svc.settings.HEAD_BYTES and self.received == len(self.head):
+                self.head += chunk[: self.svc.settings.HEAD_BYTES - len(self.head)]
+            self.received += len(chunk)
+            if len(self.buf) == self.part_size:
+                await self._flush_part()
+        if self.received == self.size and self.buf:
+            await self._flush_part()
+        if not self.head_saved and len(self.head) >= min(self.svc.settings.HEAD_BYTES, self.size):
+            self.head_saved = True
+            await self._ledger_call(self.ledger.set_fields(self.ref, self.epoch,
+                                                          head=bytes(self.head)))
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.closed:
+            raise InvalidState("writer is closed")
+
+    async def _flush_part(self) -> None:
+        data, self.buf = self.buf, bytearray()
+        start = self.buf_start
+        self.buf_start = start + len(data)
+        number = start // self.part_size + 1
+        crc_end = self.crc if self.buf_start == self.received else None
+        if crc_end is None:  # only happens if a caller flushed mid-buffer; keep the invariant
+            raise RuntimeError("part flushed before its last byte arrived")
+        # Bound memory: never more than PARTS_IN_FLIGHT parts uploading at once.
+        self.inflight = [t for t in self.inflight if not t.done()]
+        while len(self.inflight) >= max(1, self.svc.settings.PARTS_IN_FLIGHT):
+            await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
+            self.inflight = [t for t in self.inflight if not t.done()]
+            self._check()
+        task = asyncio.create_task(self._store_part(number, data, crc_end))
+        self.inflight.append(task)
+        if self.svc.settings.PARTS_IN_FLIGHT <= 1:
+            await task
+            self._check()
+
+    async def _store_part(self, number: int, data: bytearray, crc_end: int) -> None:
+        try:
+            t0 = asyncio.get_running_loop().time()
+            part = await self.sink.write_part(self.rec.key, self.rec.upload_id, number, data)
+            durable, _, old_tail = await self._ledger_call(
+                self.ledger.commit_part(self.ref, self.epoch, part, crc_end))
+            elapsed = asyncio.get_running_loop().time() - t0
+            await self.ledger.event(self.ref, "part_stored", part=number, size=len(data),
+                                    seconds=round(elapsed, 3))
+            if old_tail:
+                await self.sink.delete_tail(old_tail)
+            if durable > self.durable:
+                self.durable = durable
+                await self.on_ack(self.ref, self.received, durable)
+        except ResumableError as exc:
+            self.error = self.error or exc
+        except Exception as exc:  # never let a task die silently
+            log.exception("part %d of ref=%s failed", number, self.ref)
+            self.error = self.error or StorageError(str(exc)[:200])
+
+    async def _ledger_call(self, coro):  # type: ignore[no-untyped-def]
+        try:
+            return await coro
+        except RedisError as exc:
+            raise LedgerUnavailable() from exc
+
+    async def drain(self) -> None:
+        """Wait for every part upload in flight; raises the first error any of them hit."""
+        if self.inflight:
+            await asyncio.gather(*self.inflight, return_exceptions=True)
+            self.inflight = []
+        self._check()
+
+    # -- finish -----------------------------------------------------------------------------
+    async def finish(self, client_crc: int | None) -> Done:
+        """Complete the object once every byte is durable.
+
+        Raises Incomplete (bytes missing; carries the offset), ChecksumMismatch (the
+        client's whole-file CRC32C differs from the bytes stored: the upload is failed and
+        its parts discarded), StorageError, LeaseLost.
+        """
+        self._check()
+        if self.received < self.size:
+            raise Incomplete(f"{self.size - self.received} bytes missing",
+                             offset=self.received)
+        if self.buf:
+            await self._flush_part()
+        await self.drain()
+        rec = await self.ledger.require(self.ref)
+        if rec.state in ("complete", "consumed"):
+            return _done(rec)
+        if rec.durable != self.size:
+            raise Incomplete("not every byte is durable yet", offset=rec.durable)
+        if client_crc is not None and client_crc != rec.crc:
+            await self.ledger.transition(self.ref, "failed", ("uploading",), self.epoch,
+                                         error="checksum_mismatch", client_crc=client_crc)
+            await self.sink.abort(rec.key, rec.upload_id)
+            await self.ledger.event(self.ref, "failed", reason="checksum_mismatch")
+            raise ChecksumMismatch(f"client CRC32C {client_crc:08x}, stored {rec.crc:08x}")
+        await self.ledger.transition(self.ref, "completing", ("uploading",), self.epoch,
+                                     **({"client_crc": client_crc} if client_crc else {}))
+        return await self.complete()
+
+    async def complete(self) -> Done:
+        """Run CompleteMultipartUpload (also to recover a record stuck in ``completing``)."""
+        rec = await self.ledger.require(self.ref)
+        parts: list[PartInfo] = await self.ledger.parts(self.ref)
+        await self.ledger.incr(self.ref, "complete_calls")
+        await self.ledger.event(self.ref, "completing", parts=len(parts))
+        result: CompleteResult = await self.sink.complete(rec.key, rec.upload_id, parts,
+                                                          rec.crc, rec.size)
+        await self.ledger.transition(self.ref, "complete", ("completing",), self.epoch,
+                                     etag=result.etag, checksum=result.checksum or "",
+                                     completed=now_ms())
+        if rec.tail_key:
+            await self.sink.delete_tail(rec.tail_key)
+        await self.ledger.event(self.ref, "complete", etag=result.etag)
+        log.info("complete ref=%s user=%s size=%d", self.ref, rec.user, rec.size)
+        await self.release()
+        return Done(self.ref, rec.size, rec.crc, result.etag)
+
+    # -- detach -----------------------------------------------------------------------------
+    async def detach(self, spill: bool = True) -> None:
+        """Leave the upload resumable: wait for parts in flight, spill the partial part as a
+        temporary object (so nothing is re-sent), release the lease. Never raises."""
+        if self.closed:
+            return
+        try:
+            await self.drain()
+            if spill and self.buf and self.error is None:
+                await self._spill()
+        except Exception as exc:  # the ledger still holds the last durable state
+            log.warning("detach of ref=%s could not spill: %s", self.ref, exc)
+        finally:
+            await self.release()
+
+    async def _spill(self) -> None:
+        tail_key = self.sink.tail_key(self.rec.key, self.ref, self.epoch, self.buf_start)
+        await self.sink.spill_tail(tail_key, self.buf)
+        durable, old = await self.ledger.spill(self.ref, self.epoch, tail_key, self.buf_start,
+                                               len(self.buf), self.crc)
+        self.durable = durable
+        if old:
+            await self.sink.delete_tail(old)
+        await self.ledger.event(self.ref, "spilled", offset=self.buf_start, length=len(self.buf))
+
+    async def release(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for t in self.inflight:
+            t.cancel()
+        try:
+            await self.ledger.release(self.ref, self.epoch)
+            await self.ledger.mark_active(self.rec.owner, self.ref, False)
+        except Exception as exc:  # the lease expires by itself
+            log.warning("release of ref=%s failed: %s", self.ref, exc)
+
+    async def renew(self) -> bool:
+        """Extend the lease; False when it was lost (another writer took over)."""
+        ok = await self.ledger.renew(self.ref, self.epoch)
+        if ok:
+            await self.ledger.mark_active(self.rec.owner, self.ref, True)
+            await self.ledger.touch_index(self.ref)
+        return ok
+
+
+_service: UploadService | None = None
+
+
+def get_service() -> UploadService:
+    """The process-wide service built from settings (ledger + sink)."""
+    global _service
+    if _service is None:
+        from .sinks import get_sink
+
+        settings = get_settings()
+        _service = UploadService(Ledger.from_settings(settings), get_sink(settings), settings)
+    return _service

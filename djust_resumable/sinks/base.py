@@ -1,0 +1,346 @@
+"""The storage interface every sink implements, plus part sizing.
+
+A sink stores bytes; it knows nothing about the ledger, clients or offsets. Its public methods
+are ``async`` and run the blocking ``_xxx`` implementations in a bounded thread pool, so the event
+loop never waits on object storage (durability rule 6 in DESIGN.md).
+
+S3 multipart limits (https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html), which
+the defaults in ``conf.DEFAULTS`` mirror:
+
+* a part is 5 MiB to 5 GiB, except the last part, which may be smaller;
+* part numbers are 1 to 10,000;
+* an object is at most 5 TiB.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import base64
+import functools
+import hashlib
+import io
+import json
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import google_crc32c
+
+from ..conf import MiB, ResumableSettings, get_settings
+from ..errors import ResumableError, StorageError, TooLarge
+
+T = TypeVar("T")
+
+Buffer = bytes | bytearray | memoryview
+
+
+# --------------------------------------------------------------------------- value types
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """One stored part of a multipart upload.
+
+    ``number`` is the 1-based S3 PartNumber, ``etag`` the ETag exactly as the store returned it
+    (with its quotes), ``size`` the part length in bytes, ``checksum`` the base64 per-part
+    checksum sent with the part (CRC32C or SHA256 per ``settings.CHECKSUM``) or None.
+    """
+
+    number: int
+    etag: str
+    size: int
+    checksum: str | None = None
+
+    def to_json(self) -> str:
+        """Compact JSON (short keys: the ledger stores one per part, up to 10,000 per upload)."""
+        return json.dumps({"n": self.number, "e": self.etag, "s": self.size, "c": self.checksum},
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, s: str | bytes) -> PartInfo:
+        d = json.loads(s)
+        return cls(number=int(d["n"]), etag=str(d["e"]), size=int(d["s"]), checksum=d.get("c"))
+
+
+@dataclass(frozen=True)
+class CompleteResult:
+    """The finished object: its ETag, size in bytes, and the full-object CRC32C (base64) when
+    the store itself confirmed one, else None."""
+
+    etag: str
+    size: int
+    checksum: str | None = None
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def _readonly(data: Buffer) -> bytes | memoryview:
+    # google_crc32c only accepts read-only buffers; a bytes() copy is the portable way.
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def crc32c_value(data: Buffer, crc: int = 0) -> int:
+    """CRC32C of ``data`` continuing from ``crc`` (0 for a fresh checksum)."""
+    return google_crc32c.extend(crc, _readonly(data))
+
+
+def crc32c_b64(crc: int) -> str:
+    """S3's encoding of a CRC32C: base64 of the 4 bytes, big-endian."""
+    return base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
+
+
+def compute_checksum(data: Buffer, algorithm: str | None) -> str | None:
+    """The base64 checksum S3 expects in ``x-amz-checksum-<algorithm>``, or None.
+
+    ``algorithm`` is ``settings.CHECKSUM``: "CRC32C", "SHA256" or None.
+    Raises ValueError for any other algorithm.
+    """
+    if not algorithm:
+        return None
+    alg = algorithm.upper()
+    if alg == "CRC32C":
+        return crc32c_b64(crc32c_value(data))
+    if alg == "SHA256":
+        return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+    raise ValueError(f"unsupported checksum algorithm {algorithm!r}")
+
+
+def multipart_etag(parts: list[PartInfo]) -> str | None:
+    """The ETag S3 gives a multipart object: MD5 of the concatenated binary part MD5s, then
+    ``-<count>``. None when a part ETag is not an MD5 (SSE-KMS, some S3-compatible stores)."""
+    md5s = bytearray()
+    for p in parts:
+        hexd = p.etag.strip('"')
+        if not re.fullmatch(r"[0-9a-fA-F]{32}", hexd):
+            return None
+        md5s += bytes.fromhex(hexd)
+    return f'"{hashlib.md5(bytes(md5s), usedforsecurity=False).hexdigest()}-{len(parts)}"'
+
+
+# --------------------------------------------------------------------------- part sizing
+
+
+def choose_part_size(declared_size: int, settings: ResumableSettings) -> int:
+    """The fixed part size (bytes) for an upload of ``declared_size`` bytes.
+
+    Part boundaries never change after creation (DESIGN.md rule 8), so the size must already
+    satisfy the store's limits for the whole file: the result is at least
+    ``PREFERRED_PART_SIZE`` and ``MIN_PART_SIZE`` (S3: 5 MiB), at most ``MAX_PART_SIZE``
+    (S3: 5 GiB), a multiple of 1 MiB when that still fits, and large enough that
+    ``ceil(declared_size / part) <= MAX_PARTS`` (S3: 10,000).
+
+    Raises ``TooLarge`` when ``declared_size > MAX_OBJECT_SIZE`` (S3: 5 TiB) or when no part size
+    within the limits can hold the file; ``ValueError`` for a negative size.
+    """
+    if declared_size < 0:
+        raise ValueError("declared_size must be >= 0")
+    s = settings
+    if declared_size > s.MAX_OBJECT_SIZE:
+        raise TooLarge("file larger than the storage allows", max_size=s.MAX_OBJECT_SIZE)
+    needed = -(-declared_size // s.MAX_PARTS)  # ceil: smallest part keeping count <= MAX_PARTS
+    part = max(s.PREFERRED_PART_SIZE, s.MIN_PART_SIZE, needed, 1)
+    rounded = -(-part // MiB) * MiB
+    # A store whose MAX_PART_SIZE is not a MiB multiple can still take the unrounded size.
+    part = rounded if rounded <= s.MAX_PART_SIZE else part
+    if part > s.MAX_PART_SIZE:
+        raise TooLarge("file needs more parts than the storage allows",
+                       max_size=s.MAX_PART_SIZE * s.MAX_PARTS)
+    return part
+
+
+def part_count(total: int, part_size: int) -> int:
+    """Number of parts (0 for an empty file)."""
+    return -(-total // part_size)
+
+
+def part_range(number: int, part_size: int, total: int) -> tuple[int, int]:
+    """Byte range ``[start, end)`` of 1-based part ``number`` in a file of ``total`` bytes.
+
+    Every part is ``part_size`` bytes except the last, which ends at ``total``.
+    Raises ValueError for a part number outside ``1..part_count(total, part_size)``.
+    """
+    if part_size <= 0:
+        raise ValueError("part_size must be > 0")
+    if number < 1 or number > part_count(total, part_size):
+        raise ValueError(f"part {number} outside a {total}-byte file of {part_size}-byte parts")
+    start = (number - 1) * part_size
+    return start, min(start + part_size, total)
+
+
+_REF_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+# --------------------------------------------------------------------------- the interface
+
+
+class Sink(abc.ABC):
+    """Object storage behind one small interface.
+
+    Subclasses implement the blocking ``_xxx`` methods; the public ``async`` methods run them in
+    a ``ThreadPoolExecutor`` of ``settings.STORAGE_THREADS`` workers shared by every upload using
+    this Sink instance, via ``loop.run_in_executor``, so the event loop never waits on storage.
+    Every storage failure surfaces as ``errors.StorageError`` (short message, original exception
+    kept as ``__cause__``); programming errors (bad arguments) raise ValueError.
+    """
+
+    #: name used in messages and metrics
+    name = "abstract"
+
+    def __init__(self, settings: ResumableSettings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    # -- plumbing
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=max(1, int(self.settings.STORAGE_THREADS)),
+                        thread_name_prefix=f"djr-{self.name}")
+        return self._pool
+
+    async def _run(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+        except ResumableError:
+            raise
+        except Exception as exc:  # anything else from the store: one typed error for callers
+            raise StorageError(f"{self.name} {what} failed: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        """Shut the thread pool down (running calls finish; nothing new is accepted)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    # -- key layout
+
+    def tail_key(self, key: str, ref: str, epoch: int, offset: int) -> str:
+        """Where a spilled tail lives: ``<STORAGE_PREFIX>.tails/<ref>/<epoch>-<offset>``.
+
+        Built from server-side values only (never a client file name, DESIGN.md rule 7); the
+        epoch and offset make every spill a new object, so a late writer with an old epoch
+        cannot overwrite the tail the ledger points at. ``key`` is accepted for sinks that
+        want to co-locate tails with their object; this layout does not use it.
+        Raises ValueError for a ``ref`` that is not a plain token.
+        """
+        if not _REF_RE.fullmatch(ref) or ".." in ref:
+            raise ValueError("ref must be a plain token")
+        return f"{self.settings.STORAGE_PREFIX}.tails/{ref}/{int(epoch)}-{int(offset)}"
+
+    # -- public async API
+
+    async def create(self, key: str, content_type: str) -> str:
+        """Start a multipart upload at ``key``; returns its UploadId."""
+        return await self._run("create", self._create, key, content_type)
+
+    async def write_part(self, key: str, upload_id: str, number: int, data: Buffer) -> PartInfo:
+        """Store part ``number`` (1-based) durably; returns what the ledger must record.
+        ``data`` must not be mutated until this returns."""
+        if number < 1 or number > self.settings.MAX_PARTS:
+            raise ValueError(f"part number {number} outside 1..{self.settings.MAX_PARTS}")
+        return await self._run("write_part", self._write_part, key, upload_id, number, data)
+
+    async def spill_tail(self, tail_key: str, data: Buffer) -> None:
+        """Store a partial part (< part size) as a temporary object, so another worker can
+        continue the upload without the client re-sending it."""
+        await self._run("spill_tail", self._put_object, tail_key, data)
+
+    async def read_tail(self, tail_key: str) -> bytes:
+        """Return a spilled tail's bytes. Raises StorageError when it is missing."""
+        return await self._run("read_tail", self._get_object, tail_key)
+
+    async def delete_tail(self, tail_key: str) -> None:
+        """Delete a spilled tail; a missing one is not an error."""
+        await self._run("delete_tail", self._delete, tail_key)
+
+    async def complete(self, key: str, upload_id: str, parts: list[PartInfo],
+                       full_crc32c: int | None, total_size: int) -> CompleteResult:
+        """Assemble ``parts`` into the object at ``key``.
+
+        ``full_crc32c`` is the CRC32C of the whole file (the ledger's running value) or None;
+        ``total_size`` the object size in bytes, which must equal the sum of the part sizes.
+
+        The empty file is special: S3 multipart needs at least one part, so with ``parts == []``
+        the multipart upload is aborted and an empty object is written with PutObject.
+        Retrying a completion that already happened (crash between the store's answer and the
+        ledger write) returns the same result instead of failing.
+        """
+        parts = sorted(parts, key=lambda p: p.number)
+        if sum(p.size for p in parts) != total_size:
+            raise ValueError("total_size differs from the sum of the part sizes")
+        if not parts:
+            return await self._run("complete", self._complete_empty, key, upload_id)
+        return await self._run("complete", self._complete, key, upload_id, parts, full_crc32c,
+                               total_size)
+
+    async def abort(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload and free its parts; a missing upload is not an error."""
+        await self._run("abort", self._abort, key, upload_id)
+
+    async def stat(self, key: str) -> int | None:
+        """Object size in bytes, or None when there is no object at ``key``."""
+        return await self._run("stat", self._stat, key)
+
+    async def delete(self, key: str) -> None:
+        """Delete the object at ``key``; a missing object is not an error."""
+        await self._run("delete", self._delete, key)
+
+    async def list_multipart_uploads(self, prefix: str) -> list[tuple[str, str, datetime]]:
+        """Open multipart uploads under ``prefix`` as ``(key, upload_id, initiated)``."""
+        return await self._run("list_multipart_uploads", self._list_multipart_uploads, prefix)
+
+    @abc.abstractmethod
+    def open_reader(self, key: str) -> io.BufferedIOBase:
+        """A blocking, seekable binary reader over the object (never loads it whole).
+        Raises StorageError when the object does not exist."""
+
+    # -- blocking implementations
+
+    def _complete_empty(self, key: str, upload_id: str) -> CompleteResult:
+        # Put first: if the abort then fails, a retry finds the object and aborts again
+        # (abort is idempotent), so no order of crashes leaves the upload half-finished.
+        etag = self._put_object(key, b"")
+        self._abort(key, upload_id)
+        return CompleteResult(etag=etag, size=0, checksum=None)
+
+    @abc.abstractmethod
+    def _create(self, key: str, content_type: str) -> str: ...
+
+    @abc.abstractmethod
+    def _write_part(self, key: str, upload_id: str, number: int, data: Buffer) -> PartInfo: ...
+
+    @abc.abstractmethod
+    def _complete(self, key: str, upload_id: str, parts: list[PartInfo],
+                  full_crc32c: int | None, total_size: int) -> CompleteResult: ...
+
+    @abc.abstractmethod
+    def _abort(self, key: str, upload_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def _put_object(self, key: str, data: Buffer) -> str:
+        """Write a whole (small) object durably; returns its ETag."""
+
+    @abc.abstractmethod
+    def _get_object(self, key: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def _delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def _stat(self, key: str) -> int | None: ...
+
+    @abc.abstractmethod
+    def _list_multipart_uploads(self, prefix: str) -> list[tuple[str, str, datetime]]: ...

@@ -1,0 +1,82 @@
+"""Settings of the example project (what `make run` serves and the integration tests start).
+
+Everything comes from environment variables with local defaults, so the same module runs
+against the embedded Redis/moto of `make run`, the test fixtures, or a real Redis and S3.
+"""
+
+import json
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = os.environ.get
+
+SECRET_KEY = env("DJANGO_SECRET_KEY", "dev-only-secret-key-change-me-0123456789abcdef")
+DEBUG = env("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "storages",
+    "djust_resumable",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "project.urls"
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "DIRS": [BASE_DIR / "templates"],
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
+ASGI_APPLICATION = "project.asgi.application"
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
+                         "NAME": env("DJR_DB_PATH", str(BASE_DIR / "db.sqlite3"))}}
+USE_TZ = True
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env("DJR_REDIS_URL", "redis://127.0.0.1:6379/0")
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                              "CONFIG": {"hosts": [REDIS_URL]}}}
+
+# django-storages settings, read by djust_resumable's S3 sink too.
+STORAGES = {
+    "default": {"BACKEND": "storages.backends.s3.S3Storage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", "djust-resumable")
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", "http://127.0.0.1:9000")
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME", "us-east-1")
+AWS_ACCESS_KEY_ID = env("AWS_ACCESS_KEY_ID", "testing")
+AWS_SECRET_ACCESS_KEY = env("AWS_SECRET_ACCESS_KEY", "testing")
+AWS_S3_ADDRESSING_STYLE = env("AWS_S3_ADDRESSING_STYLE", "path")
+
+DJUST_RESUMABLE = {"REDIS_URL": REDIS_URL}
+DJUST_RESUMABLE.update(json.loads(env("DJR_SETTINGS_JSON", "{}")))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {
+        "format": "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"djust_resumable": {"handlers": ["console"],
+                                    "level": env("DJR_LOG_LEVEL", "INFO")}},
+}
