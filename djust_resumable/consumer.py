@@ -23,6 +23,7 @@ from .errors import (
     Internal,
     LedgerUnavailable,
     NotFound,
+    NotOpen,
     ResumableError,
     Superseded,
 )
@@ -58,7 +59,18 @@ class UploadConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self._renewer = asyncio.create_task(self._renew_loop())
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Whatever ends the connection (a clean close, a reset, a bug), the writers detach:
+        # the lease is released and the partial part spilled, so another worker can resume.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._cleanup()
+
     async def disconnect(self, code: int) -> None:
+        await self._cleanup()
+
+    async def _cleanup(self) -> None:
         renewer = getattr(self, "_renewer", None)
         if renewer:
             renewer.cancel()
@@ -94,7 +106,7 @@ class UploadConsumer(AsyncWebsocketConsumer):
         msg = exc.to_wire(ref)
         if req_id is not None:
             msg["id"] = req_id
-        await self.send(text_data=dumps(msg))
+        await self._send(msg)
         if ref and exc.code in _WRITER_FATAL:
             w = self.writers.pop(ref, None)
             if w is not None:
@@ -161,7 +173,7 @@ class UploadConsumer(AsyncWebsocketConsumer):
     def _writer(self, ref: str) -> UploadWriter:
         w = self.writers.get(ref)
         if w is None:
-            raise NotFound("upload is not open on this connection")
+            raise NotOpen()
         return w
 
     async def _data(self, ref: str, offset: int, payload: memoryview) -> None:
@@ -183,14 +195,15 @@ class UploadConsumer(AsyncWebsocketConsumer):
 
     # -- outbound ---------------------------------------------------------------------------
     async def _send(self, msg: dict[str, Any]) -> None:
-        await self.send(text_data=dumps(msg))
+        try:
+            await self.send(text_data=dumps(msg))
+        except Exception as exc:
+            # The client is gone (uvicorn raises ClientDisconnected): the ledger already has
+            # the truth and the client learns it on resume. Never let this kill the consumer.
+            log.debug("send to a closed socket dropped: %s", exc)
 
     async def _ack(self, ref: str, received: int, durable: int) -> None:
-        try:
-            await self._send({"type": "ack", "ref": ref, "received": received,
-                              "durable": durable})
-        except Exception:  # the socket may be gone; the ledger already has the truth
-            pass
+        await self._send({"type": "ack", "ref": ref, "received": received, "durable": durable})
 
     # -- lease upkeep and handover (durability rule 4) --------------------------------------
     async def _renew_loop(self) -> None:

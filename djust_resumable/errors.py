@@ -39,6 +39,8 @@ FrameTooLarge = _err("FrameTooLarge", "frame_too_large", "frame payload above th
 BadToken = _err("BadToken", "bad_token", "invalid upload token")
 TokenExpired = _err("TokenExpired", "token_expired", "upload token expired", retryable=True)
 NotFound = _err("NotFound", "not_found", "no such upload")
+NotOpen = _err("NotOpen", "not_open", "upload is not open on this connection; resume it",
+               retryable=True)
 OffsetMismatch = _err("OffsetMismatch", "offset_mismatch", "frame at an unexpected offset",
                       retryable=True)
 SizeExceeded = _err("SizeExceeded", "size_exceeded", "bytes past the declared size")
@@ -62,7 +64,7 @@ Failed = _err("Failed", "failed", "the upload failed")
 Internal = _err("Internal", "internal", "internal error", retryable=True)
 
 ALL_ERRORS: tuple[type[ResumableError], ...] = (
-    BadFrame, BadMessage, FrameTooLarge, BadToken, TokenExpired, NotFound, OffsetMismatch,
+    BadFrame, BadMessage, FrameTooLarge, BadToken, TokenExpired, NotFound, NotOpen, OffsetMismatch,
     SizeExceeded, TooLarge, InvalidState, Busy, LeaseLost, Superseded, ChecksumMismatch,
     Incomplete, TooManyUploads, StorageError, LedgerUnavailable, Aborted, Failed, Internal,
 )

@@ -53,8 +53,11 @@ STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("DJR_REDIS_URL", "redis://127.0.0.1:6379/0")
+# redis-py >= 8 defaults socket_timeout to 5 s, the same as channels-redis' 5 s BZPOPMIN:
+# without a longer timeout the layer's receive fails every few seconds.
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                              "CONFIG": {"hosts": [REDIS_URL]}}}
+                              "CONFIG": {"hosts": [{"address": REDIS_URL,
+                                                    "socket_timeout": 30}]}}}
 
 # django-storages settings, read by djust_resumable's S3 sink too.
 STORAGES = {
