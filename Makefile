@@ -44,7 +44,7 @@ lint: setup
 
 # Long loop: SIGKILL and clean-drop resume tests, 20 times each.
 test-resume-loop: setup
-	DJR_LOOP=20 $(PY) -m pytest -q -ra tests/integration/test_resume_loop.py
+	DJR_LOOP=20 $(PY) -m pytest -q -ra tests/integration/test_resume.py -k 'sigkill or clean_drop'
 
 bench: setup
 	$(PY) bench/throughput.py
