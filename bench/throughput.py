@@ -574,7 +574,6 @@ def ours_upload(
                     "-o",
                     str(workdir / f"py-spy-{label}.txt"),
                     "--threads",
-                    "--idle",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -793,6 +792,14 @@ def main() -> int:
         "channel layer, see that file",
     )
     ap.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment variable for the uvicorn processes (repeatable), e.g. "
+        "MALLOC_MMAP_THRESHOLD_=1048576 to study RSS",
+    )
+    ap.add_argument(
         "--py-spy",
         metavar="PATH",
         help="record a py-spy profile of the server during each of our uploads "
@@ -835,6 +842,7 @@ def main() -> int:
         "DJR_DB_PATH": str(workdir / "db.sqlite3"),
         "DJANGO_DEBUG": "0",
     }
+    env.update(kv.split("=", 1) for kv in args.server_env)
     pids = {"bench": os.getpid(), "moto": moto_p.pid, "redis": redis_p.pid}
 
     print(
@@ -900,6 +908,7 @@ def main() -> int:
                     "upload, right before the measured upload; max over 0.1 s samples",
                 },
                 "server_settings": settings_module,
+                "server_env_extra": args.server_env,
                 "runs": [r.to_json() for r in runs],
                 "targets": targets,
                 "table": table,

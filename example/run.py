@@ -16,6 +16,7 @@ SIGTERM stops everything it started. Only the stdlib and packages of the venv ar
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
 import shutil
@@ -357,6 +358,23 @@ def list_command(endpoint: str, bucket: str, embedded_s3: bool) -> str:
     return f"{rel(VENV_BIN / 'python')} -c {shlex.quote(code)}"
 
 
+def lock_run_dir() -> Any:
+    """One `make run` per checkout: a second redis-server appending to the same AOF in
+    .run/redis would corrupt it. The lock dies with this process, however it ends."""
+    RUN_DIR.mkdir(exist_ok=True)
+    f = open(RUN_DIR / "run.lock", "a+")  # noqa: SIM115 - held until exit
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        raise RuntimeError(f"another `make run` (pid {f.read().strip() or '?'}) is using "
+                           f"{rel(RUN_DIR)}; stop it first") from None
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -394,7 +412,11 @@ def main() -> int:
         say(f"DJR_PORT={app_port} is in use")
         return 1
 
-    RUN_DIR.mkdir(exist_ok=True)
+    try:
+        lock = lock_run_dir()  # noqa: F841 - kept open (locked) while we run
+    except RuntimeError as exc:
+        say(str(exc))
+        return 1
     stack = Stack()
     code = 0
     try:
