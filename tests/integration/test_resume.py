@@ -153,3 +153,28 @@ async def test_second_connection_takes_over_one_writer_at_a_time(
     assert rec.attaches >= 3
     # Both handovers spilled the partial part: nothing was sent twice.
     assert result.bytes_resent == 0
+
+
+async def test_local_sink_resumes_across_workers(workers, token, tmp_path, ledger_reader):
+    """The development sink keeps the same durability story on one machine."""
+    store = tmp_path / "store"
+    a, b = workers(2, SINK="local", LOCAL_ROOT=str(store))
+    size = 30 * MiB
+    src = make_random_file(tmp_path / "src.bin", size)
+    events: list[str] = []
+    up: ResumableUploader
+
+    async def on_progress(sent: int, durable: int, total: int) -> None:
+        if not events and sent >= 9 * MiB + 777:
+            events.append("drop")
+            await up.drop()
+        elif events == ["drop"] and sent >= 20 * MiB:
+            events.append("kill")
+            b.kill(signal.SIGKILL)  # the second connection went to b: kill the holder
+
+    up = ResumableUploader([a.url, b.url], token, on_progress=on_progress, backoff_max=1)
+    result = await up.upload(str(src))
+    assert events == ["drop", "kill"] and result.connections >= 3
+    rec = await ledger_reader().get(result.ref)
+    assert rec.state == "complete" and sha256_file(store / rec.key) == sha256_file(src)
+    assert result.bytes_resent <= rec.part_size
