@@ -57,6 +57,7 @@ GiB = 1024 * MiB
 # --------------------------------------------------------------------------- processes
 
 _children: list[subprocess.Popen[bytes]] = []
+WS_IMPL = ["websockets-sansio"]  # uvicorn --ws value, set from --ws
 
 
 def _cleanup() -> None:
@@ -204,7 +205,7 @@ def start_uvicorn(
             "--port",
             str(port),
             "--ws",
-            "websockets",
+            WS_IMPL[0],
             "--ws-per-message-deflate",
             "false",
             "--ws-max-size",
@@ -785,11 +786,9 @@ def main() -> int:
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "out"))
     ap.add_argument("--only", choices=["raw", "ours"], help="run only one side")
     ap.add_argument(
-        "--stock-settings",
-        action="store_true",
-        help="serve with example/project's settings unchanged (project.settings); "
-        "by default bench/djr_bench_settings.py adds socket_timeout=None to the "
-        "channel layer, see that file",
+        "--ws",
+        default="websockets",
+        help="uvicorn --ws implementation (default websockets, as the tests use)",
     )
     ap.add_argument(
         "--server-env",
@@ -828,14 +827,10 @@ def main() -> int:
     token = mint(secret)
     from djust_resumable.conf import DEFAULTS
 
-    settings_module = "project.settings" if args.stock_settings else "djr_bench_settings"
-    pythonpath = os.pathsep.join(
-        p for p in (str(ROOT / "bench"), os.environ.get("PYTHONPATH")) if p
-    )
+    settings_module = "project.settings"
     env = {
         "DJANGO_SETTINGS_MODULE": settings_module,
         "DJANGO_SECRET_KEY": secret,
-        "PYTHONPATH": pythonpath,
         "DJR_REDIS_URL": redis_url,
         "AWS_S3_ENDPOINT_URL": moto_url,
         "AWS_STORAGE_BUCKET_NAME": bucket,
@@ -843,6 +838,7 @@ def main() -> int:
         "DJANGO_DEBUG": "0",
     }
     env.update(kv.split("=", 1) for kv in args.server_env)
+    WS_IMPL[0] = args.ws
     pids = {"bench": os.getpid(), "moto": moto_p.pid, "redis": redis_p.pid}
 
     print(
@@ -909,6 +905,7 @@ def main() -> int:
                 },
                 "server_settings": settings_module,
                 "server_env_extra": args.server_env,
+                "uvicorn_ws": args.ws,
                 "runs": [r.to_json() for r in runs],
                 "targets": targets,
                 "table": table,

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     except UploadFailed as exc:
         bar.close()
         print(f"upload failed: {exc.code}: {exc.message}", file=sys.stderr)
+        if uploader.ref and exc.code not in ("checksum_mismatch", "aborted", "failed"):
+            print(f"resume later with --ref {uploader.ref}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         bar.close()

@@ -32,7 +32,8 @@ MiB = 1024 * 1024
 
 
 class UploadFailed(Exception):
-    """The server refused the upload for good (a non-retryable typed error)."""
+    """The server refused the upload for good (a non-retryable typed error), or the client
+    gave up after ``give_up_after`` seconds without a working connection."""
 
     def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(f"{code}: {message}")
@@ -59,7 +60,10 @@ class UploadResult:
 
     @property
     def bytes_resent(self) -> int:
-        return self.bytes_sent - self.size
+        """Bytes sent more than once by this client (a resume by ``ref`` in a new process
+        starts counting at the first offset the server announced)."""
+        first = self.resume_offsets[0] if self.resume_offsets else 0
+        return self.bytes_sent - (self.size - first)
 
 
 ProgressCallback = Callable[[int, int, int], Any]  # (sent offset, durable offset, size)
@@ -148,7 +152,9 @@ class ResumableUploader:
                     last_ok, failures = loop.time(), 0
                 failures += 1
                 if loop.time() - last_ok > self.give_up_after:
-                    raise
+                    code = exc.args[0] if isinstance(exc, _Retry) else "unreachable"
+                    raise UploadFailed(str(code), f"gave up after {self.give_up_after:.0f} s "
+                                       f"without progress: {exc}") from exc
                 delay = min(self.backoff_max, self.backoff_initial * 2 ** min(failures - 1, 10))
                 if isinstance(exc, _Retry) and exc.after:
                     delay = min(delay, float(exc.after))
@@ -179,6 +185,7 @@ class ResumableUploader:
             offset = int(msg["offset"])
             self.resume_offsets.append(offset)
             state = {"durable": offset}
+            await self._progress(offset, offset, size)
             acked = asyncio.Event()
             sender = asyncio.create_task(self._send_all(
                 ws, path, size, offset, int(msg["window"]), int(msg["max_frame"]), state, acked))

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import google_crc32c
 from redis.exceptions import RedisError
 
 from .conf import ResumableSettings, get_settings
@@ -39,7 +40,7 @@ from .errors import (
     TooManyUploads,
 )
 from .ledger import Ledger, UploadRecord, now_ms
-from .sinks.base import CompleteResult, PartInfo, Sink, choose_part_size, crc32c_value
+from .sinks.base import CompleteResult, PartInfo, Sink, choose_part_size
 from .tokens import UploadGrant
 
 log = logging.getLogger("djust_resumable")
@@ -210,8 +211,13 @@ class UploadWriter:
         self.received = rec.durable  # bytes [0, received) are in memory or stored
         self.durable = rec.durable
         self.crc = rec.crc  # CRC32C of bytes [0, received)
-        self.buf = bytearray()
-        self.buf_start = rec.durable  # file offset of buf[0]; always a part boundary once set
+        # The part being filled: a preallocated part-size buffer (recycled, so RSS stays flat
+        # whatever the file size), its fill level and the CRC32C of its bytes.
+        self.buf: bytearray | None = None
+        self.buf_len = 0
+        self.part_crc = 0
+        self.buf_start = rec.durable  # file offset of buf[0]; a part boundary
+        self._free: list[bytearray] = []
         self.head = bytearray(rec.head)
         self.head_saved = len(rec.head) >= min(service.settings.HEAD_BYTES, rec.size)
         self.inflight: list[asyncio.Task[None]] = []
@@ -226,7 +232,10 @@ class UploadWriter:
             data = await self.sink.read_tail(rec.tail_key)
             if len(data) != rec.tail_len:
                 raise StorageError("spilled tail has the wrong length")
-            self.buf = bytearray(data)
+            self.buf = self._new_buffer()
+            self.buf[: len(data)] = data
+            self.buf_len = len(data)
+            self.part_crc = google_crc32c.value(data)
             self.buf_start = rec.tail_offset
             await self.ledger.event(self.ref, "tail_restored", offset=rec.tail_offset,
                                     length=rec.tail_len)
@@ -254,17 +263,23 @@ class UploadWriter:
         if offset < self.received:
             payload = payload[self.received - offset:]
         while payload:
-            room = self.part_size - len(self.buf)
-            chunk, payload = payload[:room], payload[room:]
-            self.buf += chunk
-            self.crc = crc32c_value(chunk, self.crc)
+            if self.buf is None:
+                self.buf = self._new_buffer()
+            room = self.part_size - self.buf_len
+            # One read-only copy: google_crc32c refuses memoryviews.
+            chunk, payload = bytes(payload[:room]), payload[room:]
+            n = len(chunk)
+            self.buf[self.buf_len: self.buf_len + n] = chunk
+            self.buf_len += n
+            self.crc = google_crc32c.extend(self.crc, chunk)
+            self.part_crc = google_crc32c.extend(self.part_crc, chunk)
             # The head is the file's first HEAD_BYTES, kept for magic-byte checks.
             if len(self.head) < self.svc.settings.HEAD_BYTES and self.received == len(self.head):
                 self.head += chunk[: self.svc.settings.HEAD_BYTES - len(self.head)]
-            self.received += len(chunk)
-            if len(self.buf) == self.part_size:
+            self.received += n
+            if self.buf_len == self.part_size:
                 await self._flush_part()
-        if self.received == self.size and self.buf:
+        if self.received == self.size and self.buf_len:
             await self._flush_part()
         if not self.head_saved and len(self.head) >= min(self.svc.settings.HEAD_BYTES, self.size):
             self.head_saved = True
@@ -278,9 +293,13 @@ class UploadWriter:
             raise InvalidState("writer is closed")
 
     async def _flush_part(self) -> None:
-        data, self.buf = self.buf, bytearray()
+        buf, n, part_crc = self.buf, self.buf_len, self.part_crc
+        assert buf is not None
+        self.buf, self.buf_len, self.part_crc = None, 0, 0
+        # Only the last part is short; it alone is sliced (a copy of < part size bytes).
+        data = buf if n == self.part_size else buf[:n]
         start = self.buf_start
-        self.buf_start = start + len(data)
+        self.buf_start = start + n
         number = start // self.part_size + 1
         crc_end = self.crc if self.buf_start == self.received else None
         if crc_end is None:  # only happens if a caller flushed mid-buffer; keep the invariant
@@ -291,16 +310,24 @@ class UploadWriter:
             await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
             self.inflight = [t for t in self.inflight if not t.done()]
             self._check()
-        task = asyncio.create_task(self._store_part(number, data, crc_end))
+        task = asyncio.create_task(self._store_part(number, data, part_crc, crc_end, buf))
         self.inflight.append(task)
         if self.svc.settings.PARTS_IN_FLIGHT <= 1:
             await task
             self._check()
 
-    async def _store_part(self, number: int, data: bytearray, crc_end: int) -> None:
+    def _new_buffer(self) -> bytearray:
+        return self._free.pop() if self._free else bytearray(self.part_size)
+
+    async def _store_part(self, number: int, data: bytearray, part_crc: int, crc_end: int,
+                          buf: bytearray) -> None:
         try:
             t0 = asyncio.get_running_loop().time()
-            part = await self.sink.write_part(self.rec.key, self.rec.upload_id, number, data)
+            part = await self.sink.write_part(self.rec.key, self.rec.upload_id, number, data,
+                                              crc32c=part_crc)
+            # The store has read the buffer: reuse it for a later part.
+            if len(self._free) < self.svc.settings.PARTS_IN_FLIGHT + 1:
+                self._free.append(buf)
             durable, _, old_tail = await self._ledger_call(
                 self.ledger.commit_part(self.ref, self.epoch, part, crc_end))
             elapsed = asyncio.get_running_loop().time() - t0
@@ -342,7 +369,7 @@ class UploadWriter:
         if self.received < self.size:
             raise Incomplete(f"{self.size - self.received} bytes missing",
                              offset=self.received)
-        if self.buf:
+        if self.buf_len:
             await self._flush_part()
         await self.drain()
         rec = await self.ledger.require(self.ref)
@@ -386,7 +413,7 @@ class UploadWriter:
             return
         try:
             await self.drain()
-            if spill and self.buf and self.error is None:
+            if spill and self.buf_len and self.error is None:
                 await self._spill()
         except Exception as exc:  # the ledger still holds the last durable state
             log.warning("detach of ref=%s could not spill: %s", self.ref, exc)
@@ -394,14 +421,15 @@ class UploadWriter:
             await self.release()
 
     async def _spill(self) -> None:
+        assert self.buf is not None
         tail_key = self.sink.tail_key(self.rec.key, self.ref, self.epoch, self.buf_start)
-        await self.sink.spill_tail(tail_key, self.buf)
+        await self.sink.spill_tail(tail_key, bytes(memoryview(self.buf)[: self.buf_len]))
         durable, old = await self.ledger.spill(self.ref, self.epoch, tail_key, self.buf_start,
-                                               len(self.buf), self.crc)
+                                               self.buf_len, self.crc)
         self.durable = durable
         if old:
             await self.sink.delete_tail(old)
-        await self.ledger.event(self.ref, "spilled", offset=self.buf_start, length=len(self.buf))
+        await self.ledger.event(self.ref, "spilled", offset=self.buf_start, length=self.buf_len)
 
     async def release(self) -> None:
         if self.closed:

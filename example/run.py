@@ -64,7 +64,10 @@ def rel(path: Path) -> str:
 
 def port_free(port: int) -> bool:
     # Bind instead of connect: a port can be taken on 127.0.0.1 without anything answering.
+    # SO_REUSEADDR as the servers set it: TIME_WAIT leftovers of a previous run (which they
+    # ignore) must not make us move off 6379/9000/8000; a listener still makes bind fail.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -200,7 +203,7 @@ class Stack:
 def redis_ping(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")  # RESP array: fakeredis has no inline commands
             return s.recv(64).startswith(b"+PONG")
     except OSError:
         return False
@@ -335,7 +338,7 @@ def manage(env: dict[str, str], *args: str) -> str:
 def start_app(stack: Stack, env: dict[str, str], port: int) -> Child:
     child = stack.spawn("uvicorn", [
         sys.executable, "-m", "uvicorn", "project.asgi:application", "--app-dir", "example",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--ws", "websockets",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--ws", "websockets-sansio",
         # No per-message deflate: uploads are mostly incompressible and it costs CPU.
         "--ws-per-message-deflate", "false", "--ws-max-size", str(32 * 1024 * 1024)],
         env=env)
@@ -412,11 +415,14 @@ def main() -> int:
         say(f"DJR_PORT={app_port} is in use")
         return 1
 
-    try:
-        lock = lock_run_dir()  # noqa: F841 - kept open (locked) while we run
-    except RuntimeError as exc:
-        say(str(exc))
-        return 1
+    lock: Any = None  # kept open (locked) while we run
+    if not user.get("DJR_REDIS_URL"):  # only the embedded Redis writes to .run/redis
+        try:
+            lock = lock_run_dir()
+        except RuntimeError as exc:
+            say(str(exc))
+            return 1
+    RUN_DIR.mkdir(exist_ok=True)
     stack = Stack()
     code = 0
     try:
@@ -495,6 +501,8 @@ def main() -> int:
             signal.signal(s, signal.SIG_IGN)
         stack.stop_all()
         say("stopped")
+        if lock is not None:
+            lock.close()
     return code
 
 

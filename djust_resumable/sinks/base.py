@@ -95,7 +95,8 @@ def crc32c_b64(crc: int) -> str:
     return base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
 
 
-def compute_checksum(data: Buffer, algorithm: str | None) -> str | None:
+def compute_checksum(data: Buffer, algorithm: str | None, crc32c: int | None = None
+                     ) -> str | None:
     """The base64 checksum S3 expects in ``x-amz-checksum-<algorithm>``, or None.
 
     ``algorithm`` is ``settings.CHECKSUM``: "CRC32C", "SHA256" or None.
@@ -105,7 +106,7 @@ def compute_checksum(data: Buffer, algorithm: str | None) -> str | None:
         return None
     alg = algorithm.upper()
     if alg == "CRC32C":
-        return crc32c_b64(crc32c_value(data))
+        return crc32c_b64(crc32c if crc32c is not None else crc32c_value(data))
     if alg == "SHA256":
         return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
     raise ValueError(f"unsupported checksum algorithm {algorithm!r}")
@@ -246,12 +247,16 @@ class Sink(abc.ABC):
         """Start a multipart upload at ``key``; returns its UploadId."""
         return await self._run("create", self._create, key, content_type)
 
-    async def write_part(self, key: str, upload_id: str, number: int, data: Buffer) -> PartInfo:
+    async def write_part(self, key: str, upload_id: str, number: int, data: Buffer,
+                         crc32c: int | None = None) -> PartInfo:
         """Store part ``number`` (1-based) durably; returns what the ledger must record.
-        ``data`` must not be mutated until this returns."""
+        ``data`` must not be mutated until this returns. ``crc32c``: the part's CRC32C when
+        the caller already computed it (the writer does, frame by frame), so the sink needs
+        no second pass and no read-only copy of the part."""
         if number < 1 or number > self.settings.MAX_PARTS:
             raise ValueError(f"part number {number} outside 1..{self.settings.MAX_PARTS}")
-        return await self._run("write_part", self._write_part, key, upload_id, number, data)
+        return await self._run("write_part", self._write_part, key, upload_id, number, data,
+                               crc32c)
 
     async def spill_tail(self, tail_key: str, data: Buffer) -> None:
         """Store a partial part (< part size) as a temporary object, so another worker can
@@ -320,7 +325,8 @@ class Sink(abc.ABC):
     def _create(self, key: str, content_type: str) -> str: ...
 
     @abc.abstractmethod
-    def _write_part(self, key: str, upload_id: str, number: int, data: Buffer) -> PartInfo: ...
+    def _write_part(self, key: str, upload_id: str, number: int, data: Buffer,
+                    crc32c: int | None = None) -> PartInfo: ...
 
     @abc.abstractmethod
     def _complete(self, key: str, upload_id: str, parts: list[PartInfo],

@@ -122,14 +122,15 @@ class LocalSink(Sink):
         _fsync_dir(d.parent)
         return upload_id
 
-    def _write_part(self, key: str, upload_id: str, number: int, data: Buffer) -> PartInfo:
+    def _write_part(self, key: str, upload_id: str, number: int, data: Buffer,
+                    crc32c: int | None = None) -> PartInfo:
         d = self._mpu_dir(upload_id)
         if not d.is_dir():
             raise StorageError("local upload_part failed: NoSuchUpload")
         _write_durably(d / str(number), [data])
         etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
         return PartInfo(number=number, etag=etag, size=len(data),
-                        checksum=compute_checksum(data, self.algorithm))
+                        checksum=compute_checksum(data, self.algorithm, crc32c))
 
     def _complete(self, key: str, upload_id: str, parts: list[PartInfo],
                   full_crc32c: int | None, total_size: int) -> CompleteResult:

@@ -142,11 +142,15 @@ class S3Sink(Sink):
                 log.warning("object store rejected ChecksumType=FULL_OBJECT (%s); "
                             "using composite checksums from now on", _code(exc))
 
-    def _write_part(self, key: str, upload_id: str, number: int, data: Buffer) -> PartInfo:
-        # One copy, off the event loop: botocore refuses memoryview, google_crc32c needs a
-        # read-only buffer, and the caller may reuse its bytearray once this returns.
-        body = data if isinstance(data, bytes) else bytes(data)
-        checksum = compute_checksum(body, self.algorithm)
+    def _write_part(self, key: str, upload_id: str, number: int, data: Buffer,
+                    crc32c: int | None = None) -> PartInfo:
+        # botocore takes bytes and bytearray bodies but refuses memoryview; google_crc32c
+        # needs a read-only buffer. With the CRC32C given, a bytearray part is sent as is:
+        # no copy of up to 5 GiB per part.
+        body = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+        if self.algorithm == "CRC32C" and crc32c is None and not isinstance(body, bytes):
+            body = bytes(body)
+        checksum = compute_checksum(body, self.algorithm, crc32c)
         kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id,
                               "PartNumber": number, "Body": body}
         if checksum is not None:

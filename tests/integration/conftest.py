@@ -48,7 +48,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "project.asgi:application", "--app-dir",
              str(ROOT / "example"), "--host", "127.0.0.1", "--port", str(self.port),
-             "--ws", "websockets", "--ws-per-message-deflate", "false",
+             "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
              "--ws-max-size", str(32 * 1024 * 1024), "--lifespan", "off",
              "--log-level", "warning"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
