@@ -449,6 +449,9 @@ class UploadWriter:
         if ok:
             await self.ledger.mark_active(self.rec.owner, self.ref, True)
             await self.ledger.touch_index(self.ref)
+            # Bytes received but not yet durable, for progress shown by other processes
+            # (admin); informational, never a resume point.
+            await self.ledger.set_fields(self.ref, self.epoch, received=self.received)
         return ok
 
 

@@ -151,3 +151,16 @@ async def test_events_and_index(ledger):
     kinds = [e["event"] for e in await ledger.events(r.ref)]
     assert kinds == ["registered", "hello"]
     assert await ledger.r.zscore(ledger.index_key, r.ref) is not None
+
+
+async def test_set_fields_is_fenced(ledger):
+    r = rec()
+    await ledger.register(r)
+    e = (await ledger.acquire(r.ref, "c", "ch")).epoch
+    await ledger.set_fields(r.ref, e, received=1234, head=b"\x89PNG")
+    got = await ledger.get(r.ref)
+    assert (got.received, got.head) == (1234, b"\x89PNG")
+    await ledger.release(r.ref, e)
+    with pytest.raises(LeaseLost):
+        await ledger.set_fields(r.ref, e, received=99)
+    assert (await ledger.get(r.ref)).received == 1234
