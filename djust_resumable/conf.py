@@ -62,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
     "HEAD_BYTES": 4 * KiB,
     # URL path of the upload WebSocket.
     "ENDPOINT_PATH": "/ws/djust-resumable/",
+    # Largest object ``UploadEntry.data`` loads into memory (bytes); above it ``data`` raises
+    # DataTooLarge (use ``entry.file``, which streams, or ``entry.save()``).
+    "MAX_DATA_BYTES": 10 * MiB,
 }
 
 
@@ -90,6 +93,7 @@ class ResumableSettings:
     STORAGE_THREADS: int
     HEAD_BYTES: int
     ENDPOINT_PATH: str
+    MAX_DATA_BYTES: int
 
 
 def get_settings(overrides: dict[str, Any] | None = None) -> ResumableSettings:

@@ -15,7 +15,10 @@ import uuid
 from typing import Any
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from redis.exceptions import RedisError
 
 from .conf import get_settings
@@ -61,12 +64,31 @@ class UploadConsumer(AsyncWebsocketConsumer):
         self._renewer = asyncio.create_task(self._renew_loop())
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        # Whatever ends the connection (a clean close, a reset, a bug), the writers detach:
-        # the lease is released and the partial part spilled, so another worker can resume.
+        # channels' AsyncConsumer.__call__, with two changes: the channel-layer receive
+        # survives Redis outages (it only carries handover requests; uploads must not die
+        # with it), and whatever ends the connection (a clean close, a reset, a bug), the
+        # writers detach: the lease is released and the partial part spilled.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            sources.append(self._channel_receive)
         try:
-            await super().__call__(scope, receive, send)
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
         finally:
             await self._cleanup()
+
+    async def _channel_receive(self) -> dict[str, Any]:
+        while True:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except (RedisError, OSError) as exc:
+                log.warning("channel layer unavailable (%s); retrying", exc)
+                await asyncio.sleep(1.0)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # channels' dispatch closes stale database connections (a thread round trip) before
@@ -123,18 +145,22 @@ class UploadConsumer(AsyncWebsocketConsumer):
                 await w.detach(spill=exc.code not in ("lease_lost", "superseded"))
 
     def _grant(self, token: str) -> UploadGrant:
-        grant = self.grants.get(token)
-        if grant is None:
-            grant = read_token(token, self.settings.TOKEN_MAX_AGE)
-            self.grants[token] = grant
+        # Verified on every use (an HMAC, microseconds): a token that expires while the
+        # connection lives stops granting new work.
+        grant = read_token(token, self.settings.TOKEN_MAX_AGE)
+        self.grants[token] = grant
         return grant
 
     async def _on_open(self, msg: dict[str, Any]) -> None:
         grant = self._grant(msg["token"])
         rec = await self.service.register(grant, msg["name"], msg["size"], msg["content_type"],
                                           msg.get("fingerprint", ""))
-        msg["ref"] = rec.ref
-        await self._attach(rec.ref, grant, msg)
+        try:
+            await self._attach(rec.ref, grant, msg)
+        except BaseException:
+            # The client never heard of this ref: leave no record or multipart upload behind.
+            await self.service.abort_record(rec, reason="open failed")
+            raise
 
     async def _on_resume(self, msg: dict[str, Any]) -> None:
         await self._attach(msg["ref"], self._grant(msg["token"]), msg)
@@ -142,6 +168,8 @@ class UploadConsumer(AsyncWebsocketConsumer):
     async def _attach(self, ref: str, grant: UploadGrant, msg: dict[str, Any]) -> None:
         if ref in self.writers:  # a client re-sending resume on the same socket
             w = self.writers[ref]
+            if w.rec.owner != grant.owner or w.rec.slot != grant.slot:
+                raise NotFound()
         else:
             got = await self.service.attach(
                 ref, grant, self.conn_id, self.channel_name or "", self._ack,
@@ -159,7 +187,7 @@ class UploadConsumer(AsyncWebsocketConsumer):
         w = self._writer(msg["ref"])
         done = await w.finish(msg.get("crc32c"))
         self.writers.pop(msg["ref"], None)
-        await self._send(done.to_wire())
+        await self._send({**done.to_wire(), **_id(msg)})
 
     async def _on_cancel(self, msg: dict[str, Any]) -> None:
         ref = msg["ref"]
@@ -172,7 +200,7 @@ class UploadConsumer(AsyncWebsocketConsumer):
         if grant is None:
             raise NotFound()
         await self.service.cancel(ref, grant)
-        await self._send({"type": "cancelled", "ref": ref})
+        await self._send({"type": "cancelled", "ref": ref, **_id(msg)})
 
     def _grant_for(self, w: UploadWriter) -> UploadGrant | None:
         for g in self.grants.values():

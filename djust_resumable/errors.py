@@ -62,9 +62,19 @@ LedgerUnavailable = _err("LedgerUnavailable", "ledger_unavailable",
 Aborted = _err("Aborted", "aborted", "the upload was aborted")
 Failed = _err("Failed", "failed", "the upload failed")
 Internal = _err("Internal", "internal", "internal error", retryable=True)
+# Validation (djust_resumable/validation.py): at ``open`` and, for the content, at ``finish``.
+NotAccepted = _err("NotAccepted", "not_accepted", "file type not accepted by this upload slot")
+TooManyEntries = _err("TooManyEntries", "too_many_entries",
+                      "this upload slot already has its maximum number of files in progress",
+                      retryable=True)
+ActiveContent = _err("ActiveContent", "active_content",
+                     "browser-executable files (SVG, HTML, JS) are not accepted by this slot")
+InvalidContent = _err("InvalidContent", "invalid_content",
+                      "the file's content does not match its declared type")
 
 ALL_ERRORS: tuple[type[ResumableError], ...] = (
     BadFrame, BadMessage, FrameTooLarge, BadToken, TokenExpired, NotFound, NotOpen, OffsetMismatch,
     SizeExceeded, TooLarge, InvalidState, Busy, LeaseLost, Superseded, ChecksumMismatch,
     Incomplete, TooManyUploads, StorageError, LedgerUnavailable, Aborted, Failed, Internal,
+    NotAccepted, TooManyEntries, ActiveContent, InvalidContent,
 )

@@ -17,6 +17,7 @@ updated beside the scripts, not inside them, because they live in other cluster 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -133,7 +134,7 @@ class Ledger:
         self.lease_ms = int(settings.LEASE_TTL * 1000)
         self._scripts = {name: self.r.register_script(_load_script(name)) for name in (
             "register", "acquire", "renew", "release", "commit_part", "spill", "transition",
-            "set_fields")}
+            "set_fields", "expire", "drop_tail")}
 
     @classmethod
     def from_settings(cls, settings: ResumableSettings) -> Ledger:
@@ -285,6 +286,14 @@ class Ledger:
         self._fenced(res)
         return int(res[1]), res[2].decode()
 
+    async def drop_tail(self, ref: str, epoch: int) -> tuple[int, int]:
+        """Forget a spilled tail whose object is gone. Returns (durable, crc) at the end of
+        the stored parts. Raises LeaseLost."""
+        res = await self._run("drop_tail", self._keys(ref, "meta", "lease", "parts"),
+                              [epoch, self.ttl, now_ms()])
+        self._fenced(res)
+        return int(res[1]), int(res[2])
+
     async def transition(self, ref: str, to: str, from_states: tuple[str, ...],
                          epoch: int | None = None, **fields_: Any) -> tuple[str, str]:
         """Atomically move ``ref`` to ``to`` if it is in ``from_states``. Returns
@@ -311,6 +320,150 @@ class Ledger:
 
     async def incr(self, ref: str, name: str) -> int:
         return int(await self.r.hincrby(self._k(ref, "meta"), name, 1))
+
+    # -- operations (sweeper, sessions command, metrics) ------------------------------------
+    @property
+    def metrics_key(self) -> str:
+        """Hash of the process-shared counters (``djust_resumable.metrics``)."""
+        return f"{self.prefix}:metrics"
+
+    async def index_items(self) -> list[tuple[str, int]]:
+        """Every ``(ref, last activity in ms)`` of the index, newest first."""
+        raw = await self.r.zrevrange(self.index_key, 0, -1, withscores=True)
+        return [(k.decode(), int(score)) for k, score in raw]
+
+    async def drop_from_index(self, ref: str) -> bool:
+        """Remove ``ref`` from the index; True if this call removed it."""
+        return bool(await self.r.zrem(self.index_key, ref))
+
+    async def snapshot(self, ref: str) -> tuple[UploadRecord | None, int | None]:
+        """The record and the epoch of its live lease (None: no writer holds it), read in one
+        MULTI/EXEC, so both describe the same instant (the keys share one hash slot)."""
+        async with self.r.pipeline(transaction=True) as p:
+            p.hgetall(self._k(ref, "meta"))
+            p.get(self._k(ref, "lease"))
+            raw, lease = await p.execute()
+        rec = UploadRecord.from_hash(ref, raw) if raw else None
+        epoch = int(lease.split(b"|", 1)[0]) if lease else None
+        return rec, epoch
+
+    async def lease_info(self, ref: str) -> tuple[int, str, str] | None:
+        """``(epoch, connection id, channel)`` of the live lease, or None."""
+        raw = await self.r.get(self._k(ref, "lease"))
+        if not raw:
+            return None
+        e, conn, channel = raw.decode().split("|", 2)
+        return int(e), conn, channel
+
+    async def expire_if_stale(self, ref: str, cutoff_ms: int,
+                              reason: str = "expired") -> tuple[str, ...]:
+        """Mark ``ref`` ``expired`` if it is registered/uploading, unleased and its last write
+        is older than ``cutoff_ms`` — atomically (``lua/expire.lua``). Returns
+        ``("ok", previous_state, key, upload_id, tail_key)`` to exactly one caller, else
+        ``("skip", why)``."""
+        res = await self._run("expire", self._keys(ref, "meta", "lease"),
+                              [cutoff_ms, now_ms(), self.ttl, reason])
+        out = tuple(x.decode() if isinstance(x, bytes) else str(x) for x in res)
+        if out[0] == "ok":
+            await self.r.zadd(self.index_key, {ref: now_ms()})
+        return out
+
+    async def claim(self, kind: str, item: str, owner: str, ttl_ms: int) -> bool:
+        """A short exclusive claim (``SET NX PX``) on one piece of sweeper work, so sweepers
+        on several hosts never do it twice. The claim is left to expire, not released: a
+        sweeper that listed the item before it was done still finds it claimed."""
+        digest = hashlib.sha1(item.encode(), usedforsecurity=False).hexdigest()
+        key = f"{self.prefix}:sweep:{kind}:{digest}"
+        return bool(await self.r.set(key, owner, nx=True, px=int(ttl_ms)))
+
+    async def first_seen(self, items: list[str], record: bool = True) -> dict[str, int]:
+        """When (ms) a sweeper first listed each of ``items`` (multipart UploadIds), kept in
+        the hash ``<prefix>:sweep:seen``. With ``record`` the unseen ones are stamped now
+        (HSETNX: the earliest sweeper wins) and entries not in ``items`` are dropped; without
+        it (dry run) nothing is written and unseen items read as now."""
+        key = f"{self.prefix}:sweep:seen"
+        t = now_ms()
+        if not record:
+            vals = await self.r.hmget(key, items) if items else []
+            return {i: int(v) if v else t for i, v in zip(items, vals, strict=True)}
+        async with self.r.pipeline(transaction=False) as p:
+            for i in items:
+                p.hsetnx(key, i, t)
+            p.hgetall(key)
+            res = await p.execute()
+        seen = {k.decode(): int(v) for k, v in res[-1].items()}
+        gone = [k for k in seen if k not in set(items)]
+        if gone:
+            await self.r.hdel(key, *gone)
+        return {i: seen.get(i, t) for i in items}
+
+    async def unclaim(self, kind: str, item: str, owner: str) -> None:
+        """Give a claim back after a failure (only if ``owner`` still holds it), so the next
+        run retries at once instead of after the claim's expiry."""
+        digest = hashlib.sha1(item.encode(), usedforsecurity=False).hexdigest()
+        key = f"{self.prefix}:sweep:{kind}:{digest}"
+        if await self.r.get(key) == owner.encode():
+            await self.r.delete(key)
+
+    # -- per-owner slot index (djust face: consume_uploaded_entries, get_uploads, max_entries)
+    def _owner_key(self, owner: str, slot: str) -> str:
+        return f"{self.prefix}:owner:{owner}:{slot}"
+
+    async def index_owner(self, rec: UploadRecord, **meta: Any) -> None:
+        """Add ``rec`` to its owner's index for its slot (set ``<prefix>:owner:<owner>:<slot>``)
+        and store ``meta`` (validation policy, e.g. ``allow_active``) on the record. Called once
+        by ``UploadService.register`` right after the record exists."""
+        key = self._owner_key(rec.owner, rec.slot)
+        async with self.r.pipeline(transaction=False) as p:
+            p.sadd(key, rec.ref)
+            p.expire(key, self.ttl)
+            if meta:
+                p.hset(self._k(rec.ref, "meta"), mapping={k: str(v) for k, v in meta.items()})
+            await p.execute()
+
+    async def owner_records(self, owner: str, slot: str) -> list[UploadRecord]:
+        """Every record in the owner's index for ``slot``, oldest first. Refs whose record
+        expired or that were consumed are dropped from the index on the way."""
+        key = self._owner_key(owner, slot)
+        refs = sorted(m.decode() for m in await self.r.smembers(key))
+        if not refs:
+            return []
+        async with self.r.pipeline(transaction=False) as p:
+            for ref in refs:
+                p.hgetall(self._k(ref, "meta"))
+            raws = await p.execute()
+        out: list[UploadRecord] = []
+        stale: list[str] = []
+        for ref, raw in zip(refs, raws, strict=True):
+            if not raw:
+                stale.append(ref)
+                continue
+            rec = UploadRecord.from_hash(ref, raw)
+            if rec.state in ("consumed", "expired"):
+                stale.append(ref)
+            else:
+                out.append(rec)
+        if stale:
+            await self.r.srem(key, *stale)
+        return sorted(out, key=lambda r: (r.created, r.ref))
+
+    async def claim_consumed(self, ref: str) -> bool:
+        """The exactly-once claim of a completed upload: atomically ``complete`` ->
+        ``consumed`` (``lua/transition.lua``). True for exactly one caller, whichever
+        process or thread; False for every other (already consumed, not complete, gone)."""
+        try:
+            status, _ = await self.transition(ref, "consumed", ("complete",))
+        except (InvalidState, NotFound):
+            return False
+        return status == "ok"
+
+    async def unindex_owner(self, owner: str, slot: str, ref: str) -> None:
+        await self.r.srem(self._owner_key(owner, slot), ref)
+
+    async def live_leases(self, owner: str) -> set[str]:
+        """Refs of ``owner`` whose writer lease is live (see ``mark_active``)."""
+        members = await self.r.zrangebyscore(self._active_key(owner), now_ms(), "+inf")
+        return {m.decode() for m in members}
 
 
 def _load_script(name: str) -> str:

@@ -19,6 +19,7 @@ Parsing never trusts the client: every malformed input raises a typed ``Resumabl
 from __future__ import annotations
 
 import json
+import re
 import struct
 import uuid
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ MAX_CONTROL_BYTES = 16 * 1024
 MAX_NAME_CHARS = 255
 MAX_FINGERPRINT_CHARS = 128
 MAX_ID_CHARS = 64
+# A MIME type as S3 will put it in a header: printable ASCII, no CR/LF (header injection).
+_MIME = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(?:\s*;[ -~]*)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,25 @@ def _need(msg: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     value = msg.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
         raise BadMessage(f"'{msg.get('type')}' needs '{key}'")
+    if isinstance(value, str):
+        _utf8(key, value)
     return value
+
+
+def _utf8(key: str, value: str) -> None:
+    # JSON can carry lone surrogates ("\ud800"), which no store can encode.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadMessage(f"'{key}' is not valid Unicode text") from exc
+
+
+def _token(msg: dict[str, Any]) -> str:
+    # Only the type is checked here: tokens.read_token answers bad_token for anything else.
+    token = msg.get("token")
+    if not isinstance(token, str):
+        raise BadMessage(f"'{msg.get('type')}' needs 'token'")
+    return token
 
 
 def _ref(msg: dict[str, Any]) -> str:
@@ -94,11 +115,11 @@ def parse_control(text: str) -> dict[str, Any]:
 
     Shapes (extra keys are ignored)::
 
-        {"type": "open", "id": str, "token": str, "name": str, "size": int,
+        {"type": "open", "id"?: str, "token": str, "name": str, "size": int,
          "content_type"?: str, "fingerprint"?: str}
         {"type": "resume", "id"?: str, "token": str, "ref": str, "fingerprint"?: str}
         {"type": "finish", "ref": str, "crc32c"?: int}      # CRC32C of the whole file
-        {"type": "cancel", "ref": str}
+        {"type": "cancel", "ref": str, "token"?: str}
 
     Raises ``BadMessage`` for anything else.
     """
@@ -115,20 +136,24 @@ def parse_control(text: str) -> dict[str, Any]:
     if "id" in msg:
         out["id"] = str(_need(msg, "id", (str, int)))[:MAX_ID_CHARS]
     if kind in ("open", "resume"):
-        out["token"] = _need(msg, "token", str)
+        out["token"] = _token(msg)
         fp = msg.get("fingerprint")
         if fp is not None:
             if not isinstance(fp, str) or len(fp) > MAX_FINGERPRINT_CHARS:
                 raise BadMessage("fingerprint must be a string of at most 128 characters")
+            _utf8("fingerprint", fp)
             out["fingerprint"] = fp
+    elif kind == "cancel" and msg.get("token") is not None:
+        # Lets the owner cancel an upload that is not open on this connection.
+        out["token"] = _token(msg)
     if kind == "open":
         name = _need(msg, "name", str)
         size = _need(msg, "size", int)
         if size < 0:
             raise BadMessage("size must be >= 0")
         ctype = msg.get("content_type") or "application/octet-stream"
-        if not isinstance(ctype, str) or len(ctype) > 255:
-            raise BadMessage("content_type must be a short string")
+        if not isinstance(ctype, str) or len(ctype) > 255 or not _MIME.fullmatch(ctype):
+            raise BadMessage("content_type must be a MIME type such as 'image/png'")
         out.update(name=name[:MAX_NAME_CHARS * 4], size=size, content_type=ctype)
     else:
         out["ref"] = _ref(msg)

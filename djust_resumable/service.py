@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import google_crc32c
 from redis.exceptions import RedisError
 
+from . import metrics
 from .conf import ResumableSettings, get_settings
 from .errors import (
     Aborted,
@@ -29,6 +30,7 @@ from .errors import (
     ChecksumMismatch,
     Failed,
     Incomplete,
+    Internal,
     InvalidState,
     LedgerUnavailable,
     NotFound,
@@ -42,6 +44,8 @@ from .errors import (
 from .ledger import Ledger, UploadRecord, now_ms
 from .sinks.base import CompleteResult, PartInfo, Sink, choose_part_size
 from .tokens import UploadGrant
+from .validation import enforce_content, validate_open
+from .worker import worker_id
 
 log = logging.getLogger("djust_resumable")
 
@@ -86,6 +90,8 @@ class UploadService:
         if size > grant.max_file_size:
             raise TooLarge(f"{size} bytes is above this slot's limit of {grant.max_file_size}",
                            max_file_size=grant.max_file_size)
+        await self._check_owner_limit(grant.owner)
+        policy = await validate_open(self.ledger, grant, name, content_type)
         part_size = choose_part_size(size, self.settings)
         ref = uuid.uuid4().hex
         # The key never derives from the client's file name (it is metadata in the ledger).
@@ -102,8 +108,10 @@ class UploadService:
         except BaseException:
             await self.sink.abort(key, upload_id)
             raise
-        log.info("registered ref=%s user=%s size=%d part_size=%d", ref, grant.user, size,
-                 part_size)
+        await self.ledger.index_owner(rec, **policy)
+        log.info("registered ref=%s user=%s worker=%s size=%d part_size=%d", ref, grant.user,
+                 worker_id(), size, part_size)
+        metrics.record_started(self.ledger)
         return rec
 
     async def lookup(self, ref: str, grant: UploadGrant) -> UploadRecord:
@@ -133,9 +141,7 @@ class UploadService:
         if rec.state in ("failed", "aborted", "expired"):
             raise (Aborted if rec.state == "aborted" else Failed)(f"upload is {rec.state}",
                                                                   state=rec.state)
-        limit = self.settings.MAX_UPLOADS_PER_USER
-        if limit and await self.ledger.count_active(rec.owner) >= limit:
-            raise TooManyUploads(f"at most {limit} uploads at once")
+        await self._check_owner_limit(rec.owner)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.HANDOVER_TIMEOUT
         asked = False
@@ -165,10 +171,18 @@ class UploadService:
             await writer.release()
             raise
         await self.ledger.event(ref, "attached", conn=conn_id, epoch=got.epoch,
-                                durable=rec.durable)
-        log.info("attached ref=%s user=%s epoch=%d durable=%d", ref, rec.user, got.epoch,
-                 rec.durable)
+                                durable=rec.durable, worker=worker_id())
+        log.info("attached ref=%s user=%s worker=%s epoch=%d durable=%d", ref, rec.user,
+                 worker_id(), got.epoch, rec.durable)
+        metrics.record_attach(self.ledger, rec)
         return writer
+
+    async def _check_owner_limit(self, owner: str) -> None:
+        """Raises TooManyUploads when ``owner`` has MAX_UPLOADS_PER_USER writers attached.
+        Checked before anything is created, so a refused open leaves nothing behind."""
+        limit = self.settings.MAX_UPLOADS_PER_USER
+        if limit and await self.ledger.count_active(owner) >= limit:
+            raise TooManyUploads(f"at most {limit} uploads at once")
 
     # -- cancel -------------------------------------------------------------------------------
     async def cancel(self, ref: str, grant: UploadGrant) -> None:
@@ -187,7 +201,9 @@ class UploadService:
             if rec.tail_key:
                 await self.sink.delete_tail(rec.tail_key)
             await self.ledger.event(rec.ref, "aborted", reason=reason)
-            log.info("aborted ref=%s user=%s reason=%s", rec.ref, rec.user, reason)
+            log.info("aborted ref=%s user=%s worker=%s reason=%s", rec.ref, rec.user,
+                     worker_id(), reason)
+            metrics.record_aborted(self.ledger)
 
 
 class UploadWriter:
@@ -228,7 +244,17 @@ class UploadWriter:
     async def restore_tail(self) -> None:
         """Load a spilled tail so this worker continues without the client re-sending it."""
         rec = self.rec
-        if rec.tail_len > 0:
+        if rec.tail_len > 0 and await self.sink.stat(rec.tail_key) != rec.tail_len:
+            # The tail object is gone or damaged: fall back to the last stored part (the
+            # client re-sends those bytes) rather than wedge the upload on a missing object.
+            durable, crc = await self.ledger.drop_tail(self.ref, self.epoch)
+            log.warning("ref=%s: spilled tail %s missing; resuming at %d", self.ref,
+                        rec.tail_key, durable)
+            await self.ledger.event(self.ref, "tail_lost", offset=rec.tail_offset,
+                                    resume_at=durable)
+            self.received = self.durable = self.buf_start = durable
+            self.crc = crc
+        elif rec.tail_len > 0:
             data = await self.sink.read_tail(rec.tail_key)
             if len(data) != rec.tail_len:
                 raise StorageError("spilled tail has the wrong length")
@@ -277,6 +303,7 @@ class UploadWriter:
             if len(self.head) < self.svc.settings.HEAD_BYTES and self.received == len(self.head):
                 self.head += chunk[: self.svc.settings.HEAD_BYTES - len(self.head)]
             self.received += n
+            metrics.record_received(self.ledger, n)  # in-memory sum, flushed once a second
             if self.buf_len == self.part_size:
                 await self._flush_part()
         if self.received == self.size and self.buf_len:
@@ -331,6 +358,7 @@ class UploadWriter:
             durable, _, old_tail = await self._ledger_call(
                 self.ledger.commit_part(self.ref, self.epoch, part, crc_end))
             elapsed = asyncio.get_running_loop().time() - t0
+            metrics.record_part(self.ledger, len(data), elapsed)
             await self.ledger.event(self.ref, "part_stored", part=number, size=len(data),
                                     seconds=round(elapsed, 3))
             if old_tail:
@@ -340,9 +368,9 @@ class UploadWriter:
                 await self.on_ack(self.ref, self.received, durable)
         except ResumableError as exc:
             self.error = self.error or exc
-        except Exception as exc:  # never let a task die silently
+        except Exception:  # never let a task die silently, never leak its text to the client
             log.exception("part %d of ref=%s failed", number, self.ref)
-            self.error = self.error or StorageError(str(exc)[:200])
+            self.error = self.error or Internal()
 
     async def _ledger_call(self, coro):  # type: ignore[no-untyped-def]
         try:
@@ -382,7 +410,11 @@ class UploadWriter:
                                          error="checksum_mismatch", client_crc=client_crc)
             await self.sink.abort(rec.key, rec.upload_id)
             await self.ledger.event(self.ref, "failed", reason="checksum_mismatch")
+            log.info("failed ref=%s user=%s worker=%s reason=checksum_mismatch", self.ref,
+                     rec.user, worker_id())
+            metrics.record_failed(self.ledger)
             raise ChecksumMismatch(f"client CRC32C {client_crc:08x}, stored {rec.crc:08x}")
+        await enforce_content(self, rec)
         await self.ledger.transition(self.ref, "completing", ("uploading",), self.epoch,
                                      **({"client_crc": client_crc} if client_crc else {}))
         return await self.complete()
@@ -401,7 +433,9 @@ class UploadWriter:
         if rec.tail_key:
             await self.sink.delete_tail(rec.tail_key)
         await self.ledger.event(self.ref, "complete", etag=result.etag)
-        log.info("complete ref=%s user=%s size=%d", self.ref, rec.user, rec.size)
+        log.info("complete ref=%s user=%s worker=%s size=%d", self.ref, rec.user, worker_id(),
+                 rec.size)
+        metrics.record_completed(self.ledger)
         await self.release()
         return Done(self.ref, rec.size, rec.crc, result.etag)
 
@@ -419,6 +453,8 @@ class UploadWriter:
             log.warning("detach of ref=%s could not spill: %s", self.ref, exc)
         finally:
             await self.release()
+            log.info("detached ref=%s user=%s worker=%s durable=%d received=%d", self.ref,
+                     self.rec.user, worker_id(), self.durable, self.received)
 
     async def _spill(self) -> None:
         assert self.buf is not None

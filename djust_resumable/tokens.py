@@ -53,7 +53,7 @@ def read_token(token: str, max_age: float) -> UploadGrant:
     Raises ``TokenExpired`` for a valid but old token and ``BadToken`` for anything forged,
     truncated or malformed.
     """
-    if not isinstance(token, str) or len(token) > 4096:
+    if not isinstance(token, str) or len(token) > 4096 or not token.isascii():
         raise BadToken()
     try:
         data = signing.loads(token, salt=SALT, max_age=max_age)

@@ -307,6 +307,27 @@ class Sink(abc.ABC):
         """Open multipart uploads under ``prefix`` as ``(key, upload_id, initiated)``."""
         return await self._run("list_multipart_uploads", self._list_multipart_uploads, prefix)
 
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Keys of the stored objects (not open multipart uploads) under ``prefix``, sorted.
+        Used by the sweeper to find spilled tails left behind."""
+        return await self._run("list_keys", self._list_keys, prefix)
+
+    def _list_keys(self, prefix: str) -> list[str]:
+        # Not abstract, so third-party sinks written before it keep working (the sweeper then
+        # reports that it cannot list tails).
+        raise NotImplementedError(f"{type(self).__name__} cannot list keys")
+
+    async def copy(self, src_key: str, dest_key: str) -> None:
+        """Copy the object at ``src_key`` to ``dest_key`` inside the store, without the bytes
+        passing through this process (S3: CopyObject, or UploadPartCopy above 5 GiB).
+        Raises StorageError when the source is missing or the store fails."""
+        await self._run("copy", self._copy, src_key, dest_key)
+
+    def _copy(self, src_key: str, dest_key: str) -> None:
+        # Abstract in spirit; not an abc.abstractmethod so sinks written before it still
+        # instantiate (``UploadEntry.save`` then falls back to streaming through Django).
+        raise NotImplementedError(f"{type(self).__name__} cannot copy objects")
+
     @abc.abstractmethod
     def open_reader(self, key: str) -> io.BufferedIOBase:
         """A blocking, seekable binary reader over the object (never loads it whole).

@@ -200,6 +200,25 @@ class LocalSink(Sink):
                 out.append((meta["key"], d.name, datetime.fromisoformat(meta["initiated"])))
         return sorted(out, key=lambda t: t[2])
 
+    def _list_keys(self, prefix: str) -> list[str]:
+        # Walk only the deepest directory the prefix names whole; skip open uploads (.mpu)
+        # and temporary files of writes in progress.
+        base = self.root.joinpath(*[p for p in prefix.split("/")[:-1] if p])
+        if not base.is_dir():
+            return []
+        out: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            here = Path(dirpath)
+            if here == self.root:
+                dirnames[:] = [d for d in dirnames if d != _MPU]
+            for name in filenames:
+                if name.startswith(".tmp-"):
+                    continue
+                key = (here / name).relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    out.append(key)
+        return sorted(out)
+
     # -- plain objects
 
     def _put_object(self, key: str, data: Buffer) -> str:
@@ -223,6 +242,28 @@ class LocalSink(Sink):
     def _stat(self, key: str) -> int | None:
         p = self._path(key)
         return p.stat().st_size if p.is_file() else None
+
+    def _copy(self, src_key: str, dest_key: str) -> None:
+        """Durable file copy (temp file, fsync, rename, fsync directory)."""
+        src, dest = self._path(src_key), self._path(dest_key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    f = open(src, "rb")  # noqa: SIM115
+                except FileNotFoundError as exc:
+                    raise StorageError("local copy failed: source object not found") from exc
+                with f:
+                    shutil.copyfileobj(f, out, MiB)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(dest.parent)
 
     def open_reader(self, key: str) -> io.BufferedReader:
         """Blocking, seekable reader over the file. Raises StorageError when it is missing."""

@@ -241,6 +241,17 @@ class S3Sink(Sink):
             raise _fail("list_multipart_uploads", exc) from exc
         return out
 
+    def _list_keys(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                out.extend(o["Key"] for o in page.get("Contents", []) or [])
+        except (ClientError, BotoCoreError) as exc:
+            raise _fail("list_objects", exc) from exc
+        return sorted(out)
+
     # -- plain objects
 
     def _put_object(self, key: str, data: Buffer) -> str:
@@ -285,6 +296,21 @@ class S3Sink(Sink):
     def _stat(self, key: str) -> int | None:
         head = self._head(key)
         return None if head is None else int(head["ContentLength"])
+
+    def _copy(self, src_key: str, dest_key: str) -> None:
+        """Server-side copy: one CopyObject up to 5 GiB (S3's limit for it), above that a
+        multipart copy (UploadPartCopy) by boto3's managed transfer."""
+        from boto3.s3.transfer import TransferConfig
+
+        cfg = TransferConfig(multipart_threshold=5 * 1024 * MiB, multipart_chunksize=512 * MiB,
+                             max_concurrency=4, use_threads=True)
+        try:
+            self.client.copy({"Bucket": self.bucket, "Key": src_key}, self.bucket, dest_key,
+                             Config=cfg)
+        except (ClientError, BotoCoreError) as exc:
+            if _code(exc) in _MISSING_CODES or _status(exc) == 404:
+                raise StorageError("s3 copy failed: source object not found") from exc
+            raise _fail("copy", exc) from exc
 
     def open_reader(self, key: str, buffer_size: int = 1 * MiB) -> io.BufferedReader:
         """Blocking, seekable reader over ranged GETs; ``buffer_size`` (bytes) is the read-ahead

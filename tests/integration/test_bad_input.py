@@ -48,7 +48,7 @@ class Raw:
 async def test_bad_input_is_typed_and_harmless(workers, grant, token, s3_client, s3_bucket,
                                                ledger_reader, monkeypatch):
     (w,) = workers(1, PREFERRED_PART_SIZE=PS, MAX_FRAME_BYTES=1 * MiB)
-    data = os.urandom(12 * MiB)
+    data = b"\x89PNG\r\n\x1a\n" + os.urandom(12 * MiB - 8)  # declared image/png: real magic
     ledger = ledger_reader()
     async with connect(w.url, compression=None, max_size=None) as ws:
         c = Raw(ws)
