@@ -1,6 +1,6 @@
 """Shared fixtures: REAL redis-server and moto_server processes on free ports.
 
-Never mock boto3 or redis-py: these fixtures start the real servers (DESIGN.md, "Test
+Never mock boto3 or redis-py: these fixtures start the real servers (project rule, "Test
 servers"). Django is configured here (pytest-django is not used) before any test module
 imports project code.
 """

@@ -2,7 +2,7 @@
 
 A sink stores bytes; it knows nothing about the ledger, clients or offsets. Its public methods
 are ``async`` and run the blocking ``_xxx`` implementations in a bounded thread pool, so the event
-loop never waits on object storage (durability rule 6 in DESIGN.md).
+loop never waits on object storage (durability rule 6, docs/durability.md).
 
 S3 multipart limits (https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html), which
 the defaults in ``conf.DEFAULTS`` mirror:
@@ -130,8 +130,8 @@ def multipart_etag(parts: list[PartInfo]) -> str | None:
 def choose_part_size(declared_size: int, settings: ResumableSettings) -> int:
     """The fixed part size (bytes) for an upload of ``declared_size`` bytes.
 
-    Part boundaries never change after creation (DESIGN.md rule 8), so the size must already
-    satisfy the store's limits for the whole file: the result is at least
+    Part boundaries never change after creation (docs/durability.md rule 8), so the size must
+    already satisfy the store's limits for the whole file: the result is at least
     ``PREFERRED_PART_SIZE`` and ``MIN_PART_SIZE`` (S3: 5 MiB), at most ``MAX_PART_SIZE``
     (S3: 5 GiB), a multiple of 1 MiB when that still fits, and large enough that
     ``ceil(declared_size / part) <= MAX_PARTS`` (S3: 10,000).
@@ -231,9 +231,9 @@ class Sink(abc.ABC):
     def tail_key(self, key: str, ref: str, epoch: int, offset: int) -> str:
         """Where a spilled tail lives: ``<STORAGE_PREFIX>.tails/<ref>/<epoch>-<offset>``.
 
-        Built from server-side values only (never a client file name, DESIGN.md rule 7); the
-        epoch and offset make every spill a new object, so a late writer with an old epoch
-        cannot overwrite the tail the ledger points at. ``key`` is accepted for sinks that
+        Built from server-side values only (never a client file name, docs/durability.md
+        rule 7); the epoch and offset make every spill a new object, so a late writer with an
+        old epoch cannot overwrite the tail the ledger points at. ``key`` is accepted for sinks that
         want to co-locate tails with their object; this layout does not use it.
         Raises ValueError for a ``ref`` that is not a plain token.
         """
