@@ -21,8 +21,10 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from ..conf import MiB, ResumableSettings
 from ..errors import StorageError
@@ -49,14 +51,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(path: Path, chunks: list[Buffer] | tuple[Buffer, ...]) -> None:
-    """Write ``chunks`` to ``path`` atomically: temp file, fsync, rename, fsync directory."""
+def _atomic_write(path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Let ``fill`` write ``path`` atomically: temp file, fsync, rename, fsync directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
-            for c in chunks:
-                f.write(c)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -65,6 +66,11 @@ def _write_durably(path: Path, chunks: list[Buffer] | tuple[Buffer, ...]) -> Non
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _write_durably(path: Path, chunks: list[Buffer] | tuple[Buffer, ...]) -> None:
+    """Write ``chunks`` to ``path`` atomically (see ``_atomic_write``)."""
+    _atomic_write(path, lambda f: [f.write(c) for c in chunks])
 
 
 def _default_root(settings: ResumableSettings) -> Path:
@@ -246,24 +252,12 @@ class LocalSink(Sink):
     def _copy(self, src_key: str, dest_key: str) -> None:
         """Durable file copy (temp file, fsync, rename, fsync directory)."""
         src, dest = self._path(src_key), self._path(dest_key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as out:
-                try:
-                    f = open(src, "rb")  # noqa: SIM115
-                except FileNotFoundError as exc:
-                    raise StorageError("local copy failed: source object not found") from exc
-                with f:
-                    shutil.copyfileobj(f, out, MiB)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(dest.parent)
+            f = open(src, "rb")  # noqa: SIM115
+        except FileNotFoundError as exc:
+            raise StorageError("local copy failed: source object not found") from exc
+        with f:
+            _atomic_write(dest, lambda out: shutil.copyfileobj(f, out, MiB))
 
     def open_reader(self, key: str) -> io.BufferedReader:
         """Blocking, seekable reader over the file. Raises StorageError when it is missing."""
