@@ -15,6 +15,7 @@ sysdeps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	( ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' ) || missing="$$missing libmagic1"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
