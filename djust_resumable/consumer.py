@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from .conf import get_settings
 from .errors import (
+    Aborted,
     BadMessage,
     Internal,
     LedgerUnavailable,
@@ -37,8 +38,10 @@ from .tokens import UploadGrant, read_token
 
 log = logging.getLogger("djust_resumable")
 
-# Close code sent when another connection took the upload over (4000-4999: application).
+# Close codes (4000-4999: application): another connection took the upload over; the
+# upload was aborted elsewhere (admin) and nothing else is open on the connection.
 CLOSE_SUPERSEDED = 4009
+CLOSE_ABORTED = 4010
 # Errors after which the writer is dropped from this connection (the client must resume).
 _WRITER_FATAL = ("lease_lost", "storage_error", "ledger_unavailable", "checksum_mismatch",
                  "aborted", "failed", "internal", "superseded")
@@ -269,6 +272,19 @@ class UploadConsumer(AsyncWebsocketConsumer):
                 "type": "resumable.handover", "ref": ref, "requester": requester})
         except Exception as exc:
             log.warning("handover request for ref=%s failed: %s", ref, exc)
+
+    async def resumable_abort(self, event: dict[str, Any]) -> None:
+        """Channel-layer message: the upload was aborted elsewhere (admin). Drop the writer
+        without spilling, tell the client ``aborted``, close if nothing else is open."""
+        ref = event.get("ref")
+        w = self.writers.pop(ref, None) if isinstance(ref, str) else None
+        if w is None:
+            return
+        await w.detach(spill=False)
+        await self._send(Aborted(str(event.get("reason") or "the upload was aborted"),
+                                 state="aborted").to_wire(ref))
+        if not self.writers:
+            await self.close(code=CLOSE_ABORTED)
 
     async def resumable_handover(self, event: dict[str, Any]) -> None:
         """Channel-layer message: another connection wants ``ref``. Spill, release, tell

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import google_crc32c
 from redis.exceptions import RedisError
 
-from . import metrics
+from . import history, metrics
 from .conf import ResumableSettings, get_settings
 from .errors import (
     Aborted,
@@ -109,6 +109,7 @@ class UploadService:
             await self.sink.abort(key, upload_id)
             raise
         await self.ledger.index_owner(rec, **policy)
+        history.note(self.ledger, ref)
         log.info("registered ref=%s user=%s worker=%s size=%d part_size=%d", ref, grant.user,
                  worker_id(), size, part_size)
         metrics.record_started(self.ledger)
@@ -201,6 +202,7 @@ class UploadService:
             if rec.tail_key:
                 await self.sink.delete_tail(rec.tail_key)
             await self.ledger.event(rec.ref, "aborted", reason=reason)
+            history.note(self.ledger, rec.ref)
             log.info("aborted ref=%s user=%s worker=%s reason=%s", rec.ref, rec.user,
                      worker_id(), reason)
             metrics.record_aborted(self.ledger)
@@ -366,6 +368,12 @@ class UploadWriter:
             if durable > self.durable:
                 self.durable = durable
                 await self.on_ack(self.ref, self.received, durable)
+        except InvalidState as exc:
+            # The record left 'uploading' under us (cancel, admin abort, sweeper): say so.
+            state = exc.details.get("state", "")
+            self.error = self.error or (
+                Aborted(f"upload is {state}", state=state) if state in ("aborted", "expired")
+                else Failed(f"upload is {state}", state=state) if state == "failed" else exc)
         except ResumableError as exc:
             self.error = self.error or exc
         except Exception:  # never let a task die silently, never leak its text to the client
@@ -433,6 +441,7 @@ class UploadWriter:
         if rec.tail_key:
             await self.sink.delete_tail(rec.tail_key)
         await self.ledger.event(self.ref, "complete", etag=result.etag)
+        history.note(self.ledger, self.ref)
         log.info("complete ref=%s user=%s worker=%s size=%d", self.ref, rec.user, worker_id(),
                  rec.size)
         metrics.record_completed(self.ledger)

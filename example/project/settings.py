@@ -23,8 +23,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "djust",
     "storages",
     "djust_resumable",
+    "avatar",  # the seed tutorial's avatar uploader (example/avatar/)
+    "bigfiles",  # several big files per slot (example/bigfiles/)
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

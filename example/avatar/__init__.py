@@ -1,0 +1,1 @@
+"""The seed tutorial's avatar uploader ("file upload with live progress"), resumable."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BigfilesConfig(AppConfig):
+    name = "bigfiles"
+    default_auto_field = "django.db.models.BigAutoField"
