@@ -36,7 +36,7 @@ def av_site(workers) -> Any:
 @pytest.fixture(scope="module")
 def av_browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium not installed (/usr/bin/chromium)")
+        pytest.fail("chromium not installed: run `make setup` (installs Debian's chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -10,6 +10,7 @@ import shutil
 import uuid
 
 import pytest
+from playwright import async_api as playwright
 
 from djust_resumable.client import UploadFailed
 from djust_resumable.conf import MiB
@@ -37,7 +38,6 @@ async def _durable_cell(page, ref: str) -> int:
 
 
 async def test_staff_watches_live_upload_and_aborts_it(workers, token, tmp_path, redis_server):
-    playwright = pytest.importorskip("playwright.async_api")
     await asyncio.to_thread(prepare_db, tmp_path)
     prefix = "badm" + uuid.uuid4().hex[:8]
     (w,) = workers(1, KEY_PREFIX=prefix)
@@ -83,6 +83,21 @@ async def test_staff_watches_live_upload_and_aborts_it(workers, token, tmp_path,
             await page.wait_for_selector("ul.messagelist li.success")
             assert (await page.inner_text("#djr-state")) == "aborted"
             await page.screenshot(path=str(shots / "04-aborted.png"), full_page=True)
+            # Not staff, or staff without the permission: refused.
+            for user, shot in (("plain", "05-non-staff.png"), ("staffnoperm", "06-no-perm.png")):
+                ctx = await browser.new_context()
+                other = await ctx.new_page()
+                await other.goto(f"{base}/admin/login/?next={LIST}")
+                await other.fill("#id_username", user)
+                await other.fill("#id_password", PASSWORD)
+                await other.click("input[type=submit]")
+                await other.wait_for_load_state()
+                body = await other.inner_text("body")
+                assert await other.locator("#djr-sessions").count() == 0, user
+                assert ("staff account" in body) if user == "plain" else (
+                    "403" in body or "Forbidden" in body or "permission" in body.lower()), body
+                await other.screenshot(path=str(shots / shot), full_page=True)
+                await ctx.close()
             await browser.close()
         with pytest.raises(UploadFailed) as err:
             await asyncio.wait_for(held.task, 30)

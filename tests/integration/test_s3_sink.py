@@ -118,13 +118,6 @@ async def test_per_part_checksum_is_computed_and_sent(django_s3_settings, algori
     assert result.size == len(data)
 
 
-def test_botocore_sends_our_crc32c_without_awscrt():
-    # The fact the sink relies on: it computes CRC32C itself, so awscrt is not needed.
-    if importlib.util.find_spec("awscrt") is not None:
-        pytest.skip("awscrt installed: this environment cannot show the point")
-    assert importlib.util.find_spec("google_crc32c") is not None
-
-
 async def test_full_object_crc32c_on_moto(sink, s3_client):
     assert sink.full_object  # CHECKSUM=CRC32C and FULL_OBJECT_CHECKSUM=True by default
     key = f"resumable/{os.urandom(6).hex()}"
