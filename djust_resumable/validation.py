@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from djust.uploads import EXT_TO_MIME, MAGIC_BYTES, is_active_content, validate_magic_bytes
 
+from . import metrics
 from .errors import ActiveContent, InvalidContent, NotAccepted, TooManyEntries
 from .ledger import ACTIVE_STATES, now_ms
+from .worker import worker_id
 
 if TYPE_CHECKING:
     from .ledger import Ledger, UploadRecord
@@ -308,6 +310,8 @@ async def enforce_content(writer: UploadWriter, rec: UploadRecord) -> None:
             await writer.sink.delete_tail(rec.tail_key)
         await writer.ledger.event(rec.ref, "failed", reason="invalid_content",
                                   detected=exc.details.get("detected", ""))
-        log.info("refused ref=%s user=%s: %s", rec.ref, rec.user, exc.message)
+        log.info("failed ref=%s user=%s worker=%s reason=invalid_content: %s", rec.ref,
+                 rec.user, worker_id(), exc.message)
+        metrics.record_failed(writer.ledger)
         await writer.release()
         raise
