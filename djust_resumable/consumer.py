@@ -35,6 +35,7 @@ from .errors import (
 from .protocol import decode_data, dumps, parse_control
 from .service import Done, UploadService, UploadWriter, get_service
 from .tokens import UploadGrant, read_token
+from .worker import worker_id
 
 log = logging.getLogger("djust_resumable")
 
@@ -281,6 +282,7 @@ class UploadConsumer(AsyncWebsocketConsumer):
         if w is None:
             return
         await w.detach(spill=False)
+        log.info("aborted ref=%s user=%s worker=%s: holder told", ref, w.rec.user, worker_id())
         await self._send(Aborted(str(event.get("reason") or "the upload was aborted"),
                                  state="aborted").to_wire(ref))
         if not self.writers:
@@ -294,7 +296,8 @@ class UploadConsumer(AsyncWebsocketConsumer):
         if w is None:
             return
         await w.detach(spill=True)
-        log.info("handed over ref=%s to conn=%s", ref, event.get("requester"))
+        log.info("handed over ref=%s user=%s worker=%s to conn=%s", ref, w.rec.user,
+                 worker_id(), event.get("requester"))
         await self._send(Superseded().to_wire(ref))
         if not self.writers:
             await self.close(code=CLOSE_SUPERSEDED)
