@@ -45,7 +45,7 @@ CLOSE_SUPERSEDED = 4009
 CLOSE_ABORTED = 4010
 # Errors after which the writer is dropped from this connection (the client must resume).
 _WRITER_FATAL = ("lease_lost", "storage_error", "ledger_unavailable", "checksum_mismatch",
-                 "aborted", "failed", "internal", "superseded")
+                 "aborted", "failed", "internal", "superseded", "invalid_content")
 
 
 class UploadConsumer(AsyncWebsocketConsumer):

@@ -314,6 +314,9 @@ class UploadWriter:
             self.head_saved = True
             await self._ledger_call(self.ledger.set_fields(self.ref, self.epoch,
                                                           head=bytes(self.head)))
+            # Refuse a disguised file (magic bytes vs declared type) as soon as its head is
+            # here, not after gigabytes; finish checks again (resumes, late heads).
+            await enforce_content(self, self.rec)
 
     def _check(self) -> None:
         if self.error is not None:

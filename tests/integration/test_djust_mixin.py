@@ -172,6 +172,9 @@ async def test_renamed_exe_fails_with_invalid_content(workers, live, tmp_path, l
     assert e.value.code == "invalid_content"
     rec = await ledger_reader().get(up.ref)
     assert (rec.state, rec.error) == ("failed", "invalid_content")
+    # Refused when its head arrived, not after the whole file: no part was ever stored and
+    # the client sent at most one window.
+    assert rec.parts_done == 0 and up.bytes_sent <= rec.part_size < exe.stat().st_size
     assert not s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
     assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
     # A real PNG passes the same slot; a PDF is not accepted at all.
