@@ -61,7 +61,6 @@ class UploadConsumer(AsyncWebsocketConsumer):
         self.service = get_service()
         self.conn_id = uuid.uuid4().hex
         self.writers = {}
-        self.grants: dict[str, UploadGrant] = {}
         self._bucket = float(self.settings.RATE_LIMIT_BYTES_PER_SECOND or 0)
         self._bucket_t = time.monotonic()
         await self.accept()
@@ -151,9 +150,7 @@ class UploadConsumer(AsyncWebsocketConsumer):
     def _grant(self, token: str) -> UploadGrant:
         # Verified on every use (an HMAC, microseconds): a token that expires while the
         # connection lives stops granting new work.
-        grant = read_token(token, self.settings.TOKEN_MAX_AGE)
-        self.grants[token] = grant
-        return grant
+        return read_token(token, self.settings.TOKEN_MAX_AGE)
 
     async def _on_open(self, msg: dict[str, Any]) -> None:
         grant = self._grant(msg["token"])
@@ -197,20 +194,16 @@ class UploadConsumer(AsyncWebsocketConsumer):
         ref = msg["ref"]
         w = self.writers.pop(ref, None)
         if w is not None:
+            # Ownership was proven when this connection attached; read the record afresh
+            # (its tail may have changed since).
             await w.detach(spill=False)
-            grant = self._grant_for(w)
+            await self.service.abort_record(await self.service.ledger.require(ref),
+                                            reason="cancelled")
+        elif msg.get("token"):
+            await self.service.cancel(ref, self._grant(msg["token"]))
         else:
-            grant = self._grant(msg.get("token", "")) if msg.get("token") else None
-        if grant is None:
             raise NotFound()
-        await self.service.cancel(ref, grant)
         await self._send({"type": "cancelled", "ref": ref, **_id(msg)})
-
-    def _grant_for(self, w: UploadWriter) -> UploadGrant | None:
-        for g in self.grants.values():
-            if g.owner == w.rec.owner and g.slot == w.rec.slot:
-                return g
-        return None
 
     def _writer(self, ref: str) -> UploadWriter:
         w = self.writers.get(ref)

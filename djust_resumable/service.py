@@ -333,9 +333,9 @@ class UploadWriter:
         start = self.buf_start
         self.buf_start = start + n
         number = start // self.part_size + 1
-        crc_end = self.crc if self.buf_start == self.received else None
-        if crc_end is None:  # only happens if a caller flushed mid-buffer; keep the invariant
+        if self.buf_start != self.received:  # the ledger's running CRC needs the part's end
             raise RuntimeError("part flushed before its last byte arrived")
+        crc_end = self.crc
         # Bound memory: never more than PARTS_IN_FLIGHT parts uploading at once.
         self.inflight = [t for t in self.inflight if not t.done()]
         while len(self.inflight) >= max(1, self.svc.settings.PARTS_IN_FLIGHT):
@@ -428,11 +428,13 @@ class UploadWriter:
         await enforce_content(self, rec)
         await self.ledger.transition(self.ref, "completing", ("uploading",), self.epoch,
                                      **({"client_crc": client_crc} if client_crc else {}))
-        return await self.complete()
+        return await self.complete(rec)
 
-    async def complete(self) -> Done:
-        """Run CompleteMultipartUpload (also to recover a record stuck in ``completing``)."""
-        rec = await self.ledger.require(self.ref)
+    async def complete(self, rec: UploadRecord | None = None) -> Done:
+        """Run CompleteMultipartUpload (also to recover a record stuck in ``completing``).
+        ``rec``: the record the caller just read (key, UploadId, CRC, size, tail are not
+        changed by the move to ``completing``); read afresh when not given."""
+        rec = rec or await self.ledger.require(self.ref)
         parts: list[PartInfo] = await self.ledger.parts(self.ref)
         await self.ledger.incr(self.ref, "complete_calls")
         await self.ledger.event(self.ref, "completing", parts=len(parts))
