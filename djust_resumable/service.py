@@ -212,7 +212,9 @@ class UploadWriter:
     """The live writer of one upload on one connection.
 
     Memory is bounded by ``part_size x (PARTS_IN_FLIGHT + 1)`` bytes whatever the file size:
-    one part being filled plus the parts being uploaded.
+    one part being filled plus the parts being uploaded. A part buffer grows with the bytes
+    that actually arrive, so a client that declares a huge file (and so gets a big part size)
+    costs memory only for what it sends.
     """
 
     def __init__(self, service: UploadService, rec: UploadRecord, epoch: int,
@@ -229,8 +231,8 @@ class UploadWriter:
         self.received = rec.durable  # bytes [0, received) are in memory or stored
         self.durable = rec.durable
         self.crc = rec.crc  # CRC32C of bytes [0, received)
-        # The part being filled: a preallocated part-size buffer (recycled, so RSS stays flat
-        # whatever the file size), its fill level and the CRC32C of its bytes.
+        # The part being filled (recycled once stored, so RSS stays flat whatever the file
+        # size), its fill level and the CRC32C of its bytes.
         self.buf: bytearray | None = None
         self.buf_len = 0
         self.part_crc = 0
@@ -261,7 +263,7 @@ class UploadWriter:
             if len(data) != rec.tail_len:
                 raise StorageError("spilled tail has the wrong length")
             self.buf = self._new_buffer()
-            self.buf[: len(data)] = data
+            self.buf[: len(data)] = data  # extends a fresh (empty) buffer
             self.buf_len = len(data)
             self.part_crc = google_crc32c.value(data)
             self.buf_start = rec.tail_offset
@@ -297,6 +299,7 @@ class UploadWriter:
             # One read-only copy: google_crc32c refuses memoryviews.
             chunk, payload = bytes(payload[:room]), payload[room:]
             n = len(chunk)
+            # Overwrites a recycled buffer in place; extends a fresh one (buf_len == len).
             self.buf[self.buf_len: self.buf_len + n] = chunk
             self.buf_len += n
             self.crc = google_crc32c.extend(self.crc, chunk)
@@ -328,8 +331,8 @@ class UploadWriter:
         buf, n, part_crc = self.buf, self.buf_len, self.part_crc
         assert buf is not None
         self.buf, self.buf_len, self.part_crc = None, 0, 0
-        # Only the last part is short; it alone is sliced (a copy of < part size bytes).
-        data = buf if n == self.part_size else buf[:n]
+        # Only the last part can be shorter than a recycled buffer; it alone is sliced.
+        data = buf if len(buf) == n else buf[:n]
         start = self.buf_start
         self.buf_start = start + n
         number = start // self.part_size + 1
@@ -349,7 +352,9 @@ class UploadWriter:
             self._check()
 
     def _new_buffer(self) -> bytearray:
-        return self._free.pop() if self._free else bytearray(self.part_size)
+        # A fresh buffer starts empty and grows as bytes arrive (glibc grows large blocks
+        # with mremap, no copy): memory follows bytes received, not the declared size.
+        return self._free.pop() if self._free else bytearray()
 
     async def _store_part(self, number: int, data: bytearray, part_crc: int, crc_end: int,
                           buf: bytearray) -> None:
