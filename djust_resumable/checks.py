@@ -56,4 +56,52 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if not s.STORAGE_PREFIX or s.STORAGE_PREFIX.startswith("/"):
         out.append(Error("STORAGE_PREFIX must be a relative key prefix such as 'resumable/'.",
                          id="djust_resumable.E009"))
+    out += _check_redis(s)
+    return out
+
+
+def _layer_addresses() -> list[tuple[str, int]]:
+    """``(host, port)`` of every plain-Redis host of the default channels-redis layer (hosts
+    given as URL strings, ``{"address": url}`` dicts or ``(host, port)`` tuples)."""
+    from .redis_client import url_address
+
+    layer = (getattr(settings, "CHANNEL_LAYERS", {}) or {}).get("default") or {}
+    if "channels_redis" not in str(layer.get("BACKEND", "")):
+        return []
+    out: list[tuple[str, int]] = []
+    for host in (layer.get("CONFIG") or {}).get("hosts") or []:
+        if isinstance(host, dict):
+            host = host.get("address", "")
+        if isinstance(host, str):
+            addr = url_address(host)
+            if addr:
+                out.append(addr)
+        elif isinstance(host, (tuple, list)) and len(host) == 2:
+            out.append((str(host[0]), int(host[1])))
+    return out
+
+
+def _check_redis(s: Any) -> list[Any]:
+    from .redis_client import url_address, url_db
+
+    out: list[Any] = []
+    if not isinstance(s.REDIS_CLUSTER, bool):
+        out.append(Error("REDIS_CLUSTER must be True or False.", id="djust_resumable.E010"))
+        return out
+    if not s.REDIS_CLUSTER:
+        return out
+    try:
+        db = url_db(s.REDIS_URL)
+    except ValueError:
+        db = -1
+    if db != 0:
+        out.append(Error("REDIS_CLUSTER is set but REDIS_URL selects a database other than 0.",
+                         hint="A Redis Cluster has only database 0: use redis://host:port/0 "
+                              "(any one node of the cluster).", id="djust_resumable.E012"))
+    ledger = url_address(s.REDIS_URL)
+    if ledger is not None and ledger in _layer_addresses():
+        out.append(Error("The channel layer points at the ledger's Redis Cluster; "
+                         "channels-redis does not speak Redis Cluster.",
+                         hint="Give CHANNEL_LAYERS a plain Redis (or Sentinel) of its own; "
+                              "see docs/deploy.md.", id="djust_resumable.E011"))
     return out

@@ -19,6 +19,10 @@ TiB = 1024 * GiB
 DEFAULTS: dict[str, Any] = {
     # Redis holding the ledger (redis-py URL).
     "REDIS_URL": "redis://127.0.0.1:6379/0",
+    # True: REDIS_URL names one node of a Redis Cluster (database 0) and the ledger, metrics
+    # and sweeper use redis-py's cluster client. The channel layer (channels-redis) cannot use
+    # a cluster: point CHANNEL_LAYERS at a plain Redis or Sentinel (docs/deploy.md).
+    "REDIS_CLUSTER": False,
     # Prefix of every Redis key the ledger writes.
     "KEY_PREFIX": "djr",
     # "s3", "local", or a dotted path to a Sink class.
@@ -71,6 +75,7 @@ DEFAULTS: dict[str, Any] = {
 @dataclass(frozen=True)
 class ResumableSettings:
     REDIS_URL: str
+    REDIS_CLUSTER: bool
     KEY_PREFIX: str
     SINK: str
     STORAGE_PREFIX: str

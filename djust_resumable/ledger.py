@@ -13,6 +13,11 @@ Keys (hash-tagged per upload so a Redis Cluster keeps one upload in one slot)::
 Every transition runs as one Lua script (``lua/*.lua``, each prefixed with ``lua/_lib.lua``)
 and checks the caller's lease epoch (fencing). The two global sorted sets are advisory and
 updated beside the scripts, not inside them, because they live in other cluster slots.
+
+Redis Cluster (``REDIS_CLUSTER``): scripts and the one MULTI/EXEC (``snapshot``) only name
+keys of one upload (one slot); a pipeline that mixes slots is never a transaction. Keep it
+so: a new multi-key command, script key or ``transaction=True`` pipeline across uploads or
+global keys fails with CROSSSLOT on a cluster (tests/cluster/ runs against one).
 """
 
 from __future__ import annotations
@@ -24,14 +29,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from .conf import ResumableSettings
 from .errors import InvalidState, LeaseLost, NotFound
+from .redis_client import AsyncClient, async_client
 from .sinks.base import PartInfo
 
 STATES = ("registered", "uploading", "completing", "complete", "consumed", "failed", "aborted",
@@ -127,7 +127,7 @@ class Ledger:
     """Async access to the ledger. Every method may raise redis-py connection errors after
     its retries are exhausted (the service maps them to ``ledger_unavailable``)."""
 
-    def __init__(self, client: aioredis.Redis, settings: ResumableSettings) -> None:
+    def __init__(self, client: AsyncClient, settings: ResumableSettings) -> None:
         self.r = client
         self.prefix = settings.KEY_PREFIX
         self.ttl = int(settings.LEDGER_TTL)
@@ -138,13 +138,9 @@ class Ledger:
 
     @classmethod
     def from_settings(cls, settings: ResumableSettings) -> Ledger:
-        # Retries ride out a Redis restart or failover of a few seconds (the AOF restart test).
-        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40)
-        client = aioredis.Redis.from_url(
-            settings.REDIS_URL, retry=retry,
-            retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
-            health_check_interval=10, socket_connect_timeout=2, socket_timeout=10)
-        return cls(client, settings)
+        """A ledger on ``REDIS_URL``, through redis-py's cluster client when
+        ``REDIS_CLUSTER`` is set (``redis_client.async_client``: retries, timeouts)."""
+        return cls(async_client(settings), settings)
 
     async def close(self) -> None:
         await self.r.aclose()

@@ -190,7 +190,9 @@ async def flush(ledger: Ledger) -> None:
 # -- reading: a prometheus_client collector over the Redis hash ------------------------------
 class LedgerMetricsCollector:
     """Renders ``<KEY_PREFIX>:metrics`` (written by every worker) as Prometheus metrics.
-    ``client`` is a synchronous redis-py client (the view runs in a thread)."""
+    ``client`` is a synchronous redis-py client, plain or cluster (the view runs in a
+    thread); the two keys it reads lie in different cluster slots, so its pipeline is not a
+    transaction."""
 
     def __init__(self, client: Any, prefix: str) -> None:
         self.client = client
@@ -235,20 +237,20 @@ class LedgerMetricsCollector:
                                 "Uploads in the ledger index (any state).", value=int(records))
 
 
-_clients: dict[tuple[str, str], Any] = {}
+_clients: dict[tuple[str, bool, str], Any] = {}
 
 
 def _registry() -> Any:
-    import redis
     from prometheus_client import CollectorRegistry
 
     from .conf import get_settings
+    from .redis_client import sync_client
 
     s = get_settings()
-    cache_key = (s.REDIS_URL, s.KEY_PREFIX)
+    cache_key = (s.REDIS_URL, s.REDIS_CLUSTER, s.KEY_PREFIX)
     reg = _clients.get(cache_key)
     if reg is None:
-        client = redis.Redis.from_url(s.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+        client = sync_client(s)
         reg = CollectorRegistry(auto_describe=False)
         reg.register(LedgerMetricsCollector(client, s.KEY_PREFIX))
         _clients[cache_key] = reg

@@ -56,10 +56,14 @@ STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("DJR_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The channel layer's Redis. channels-redis does not speak Redis Cluster: with a clustered
+# ledger (DJR_SETTINGS_JSON='{"REDIS_CLUSTER": true}') set DJR_CHANNEL_REDIS_URL to a plain
+# Redis (docs/deploy.md). Without it the layer shares the ledger's Redis.
+CHANNEL_REDIS_URL = env("DJR_CHANNEL_REDIS_URL") or REDIS_URL
 # redis-py >= 8 defaults socket_timeout to 5 s, the same as channels-redis' 5 s BZPOPMIN:
 # without a longer timeout the layer's receive fails every few seconds.
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                              "CONFIG": {"hosts": [{"address": REDIS_URL,
+                              "CONFIG": {"hosts": [{"address": CHANNEL_REDIS_URL,
                                                     "socket_timeout": 30}]}}}
 
 # django-storages settings, read by djust_resumable's S3 sink too.

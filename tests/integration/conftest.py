@@ -76,16 +76,20 @@ class Worker:
 @pytest.fixture
 def workers(redis_server, moto_server, s3_bucket, tmp_path
             ) -> Iterator[Callable[..., list[Worker]]]:
-    """``workers(n, redis=None, **settings)`` starts ``n`` uvicorn processes of the example
-    project sharing one Redis and one bucket; all are killed at teardown."""
+    """``workers(n, redis=None, channel_redis=None, **settings)`` starts ``n`` uvicorn
+    processes of the example project sharing one Redis and one bucket; all are killed at
+    teardown. ``channel_redis`` gives the channel layer its own Redis (needed when ``redis``
+    is a cluster: channels-redis cannot use one)."""
     started: list[Worker] = []
 
-    def start(n: int = 1, redis: Any = None, **overrides: Any) -> list[Worker]:
+    def start(n: int = 1, redis: Any = None, channel_redis: Any = None,
+              **overrides: Any) -> list[Worker]:
         conf = {**SERVER_DEFAULTS, **overrides}
         env = {**os.environ,
                "DJANGO_SETTINGS_MODULE": "project.settings",
                "DJANGO_SECRET_KEY": dj.SECRET_KEY,
                "DJR_REDIS_URL": (redis or redis_server).url,
+               "DJR_CHANNEL_REDIS_URL": (channel_redis or redis or redis_server).url,
                "AWS_S3_ENDPOINT_URL": moto_server.url,
                "AWS_STORAGE_BUCKET_NAME": s3_bucket,
                "DJR_DB_PATH": str(tmp_path / "db.sqlite3"),

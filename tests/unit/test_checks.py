@@ -28,3 +28,37 @@ def test_bucket_required_for_s3():
         assert [m.id for m in check_settings()] == ["djust_resumable.E004"]
     with override_settings(DJUST_RESUMABLE={"SINK": "local"}, AWS_STORAGE_BUCKET_NAME=None):
         assert check_settings() == []
+
+
+def _layer(*hosts):
+    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                        "CONFIG": {"hosts": list(hosts)}}}
+
+
+def test_redis_cluster_setting():
+    assert ids(REDIS_CLUSTER="yes") == ["djust_resumable.E010"]
+    assert ids(REDIS_CLUSTER=True, REDIS_URL="redis://node-a:7000/0") == []
+    assert ids(REDIS_CLUSTER=True, REDIS_URL="redis://node-a:7000") == []
+    # A cluster has only database 0.
+    assert ids(REDIS_CLUSTER=True, REDIS_URL="redis://node-a:7000/3") == ["djust_resumable.E012"]
+    assert ids(REDIS_CLUSTER=True,
+               REDIS_URL="redis://node-a:7000/?db=2") == ["djust_resumable.E012"]
+    # Without REDIS_CLUSTER any database is fine.
+    assert ids(REDIS_URL="redis://node-a:7000/3") == []
+
+
+def test_channel_layer_must_not_use_the_ledger_cluster():
+    conf = {"REDIS_CLUSTER": True, "REDIS_URL": "redis://node-a:7000/0"}
+    for host in ("redis://node-a:7000/0", {"address": "redis://node-a:7000", "socket_timeout": 30},
+                 ("node-a", 7000)):
+        with override_settings(DJUST_RESUMABLE=conf, AWS_STORAGE_BUCKET_NAME="b",
+                               CHANNEL_LAYERS=_layer(host)):
+            assert [m.id for m in check_settings()] == ["djust_resumable.E011"], host
+    with override_settings(DJUST_RESUMABLE=conf, AWS_STORAGE_BUCKET_NAME="b",
+                           CHANNEL_LAYERS=_layer({"address": "redis://layer:6379/0"})):
+        assert check_settings() == []
+    # The same layer on a plain (non-cluster) ledger Redis is the ordinary set-up.
+    with override_settings(DJUST_RESUMABLE={"REDIS_URL": "redis://node-a:7000/0"},
+                           AWS_STORAGE_BUCKET_NAME="b",
+                           CHANNEL_LAYERS=_layer("redis://node-a:7000/0")):
+        assert check_settings() == []

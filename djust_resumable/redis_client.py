@@ -1,0 +1,90 @@
+"""The ledger's Redis clients, plain or Cluster (``DJUST_RESUMABLE['REDIS_CLUSTER']``).
+
+One place builds every client the library opens on the ledger's Redis (the ledger, the
+sweeper and the sessions command through ``Ledger.from_settings``; the metrics view through
+:func:`sync_client`), so a deployment switches to Redis Cluster with one setting:
+
+* ``REDIS_CLUSTER: False`` — ``REDIS_URL`` names one Redis (``redis://``, ``rediss://`` or
+  ``unix://``); a Sentinel-managed master is reached the same way through whatever address
+  your Sentinel setup publishes (see docs/deploy.md).
+* ``REDIS_CLUSTER: True`` — ``REDIS_URL`` names any one node of the cluster (database 0: a
+  cluster has no other); redis-py discovers the others and follows ``MOVED``/``ASK``.
+
+Why the library is cluster-safe (tested against a local 3-master cluster, tests/cluster/):
+every Lua script and the one MULTI/EXEC (``Ledger.snapshot``) touch only the keys of one
+upload, which share the hash tag ``{<ref>}`` and so one slot; the global keys (index, owner
+sets, metrics, sweeper claims) are each a single key written by plain commands, and the
+pipelines that mix slots are non-transactional (redis-py's cluster pipeline splits them per
+node). Nothing uses ``KEYS``/``SCAN`` or a multi-key command across uploads.
+
+The channel layer is not built here: channels-redis does not speak Redis Cluster, so
+``CHANNEL_LAYERS`` must point at a plain Redis (or Sentinel) even when the ledger is a
+cluster (system check ``djust_resumable.E011``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .conf import ResumableSettings
+
+#: What ``async_client`` returns: redis-py's asyncio client or its asyncio cluster client.
+AsyncClient = aioredis.Redis | AsyncRedisCluster
+
+
+def async_client(settings: ResumableSettings) -> AsyncClient:
+    """An asyncio client on ``REDIS_URL``: a ``RedisCluster`` when ``REDIS_CLUSTER`` is true.
+
+    Retries (exponential backoff capped at 1 s, 40 attempts: about 40 s) ride out a Redis
+    restart, a Sentinel failover or a cluster failover of a few seconds; after that the
+    caller gets redis-py's ``ConnectionError``/``TimeoutError`` (the service maps them to
+    ``ledger_unavailable``). Connecting is lazy: building the client never touches the
+    network."""
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40)
+    common: dict[str, Any] = {
+        "retry": retry,
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+        "health_check_interval": 10, "socket_connect_timeout": 2, "socket_timeout": 10}
+    if settings.REDIS_CLUSTER:
+        return AsyncRedisCluster.from_url(settings.REDIS_URL, **common)
+    return aioredis.Redis.from_url(settings.REDIS_URL, **common)
+
+
+def sync_client(settings: ResumableSettings) -> redis.Redis | RedisCluster:
+    """A synchronous client on ``REDIS_URL`` (the metrics view runs in a thread); a
+    ``RedisCluster`` when ``REDIS_CLUSTER`` is true. Short timeouts (2 s connect, 5 s read):
+    a scrape should fail fast rather than hang."""
+    if settings.REDIS_CLUSTER:
+        return RedisCluster.from_url(settings.REDIS_URL, socket_connect_timeout=2,
+                                     socket_timeout=5)
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+
+
+def url_db(url: str) -> int:
+    """The database number a redis-py URL selects (path ``/N`` or ``?db=N``; 0 when absent).
+    Raises ValueError for a non-numeric one."""
+    parts = urlsplit(url)
+    for item in parts.query.split("&"):
+        if item.startswith("db="):
+            return int(item[3:])
+    path = parts.path.strip("/") if parts.scheme in ("redis", "rediss") else ""
+    return int(path) if path else 0
+
+
+def url_address(url: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``redis://``/``rediss://`` URL (port 6379 when absent), None for
+    other schemes."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        return None
+    return parts.hostname, parts.port or 6379
