@@ -16,6 +16,7 @@ sysdeps:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	( ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' ) || missing="$$missing libmagic1"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -52,3 +53,16 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-output bench/out
+
+# Production topology on this machine: redis-server, moto_server, 3 uvicorn workers behind
+# nginx (deploy/nginx/djust_resumable.conf); pid files in .run/cluster/pids.
+.PHONY: cluster cluster-stop faults
+cluster: setup
+	$(PY) deploy/local_cluster.py start
+
+cluster-stop:
+	$(PY) deploy/local_cluster.py stop
+
+# Long fault matrix through nginx (tests/faults/): bigger files, 10 SIGKILL trials.
+faults: setup
+	DJR_FAULTS=long $(PY) -m pytest -q -ra -s tests/faults
