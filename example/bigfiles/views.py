@@ -1,5 +1,9 @@
 """Big files (up to 50 GiB each), several at once, with ``resumable=True``.
 
+Per-file progress, speed, ETA and a pause/resume button come from djust_resumable's client
+(the progress container carries ``dj-upload-controls``); a reload mid-upload and picking the
+same file again resumes where the server is (IndexedDB, fingerprint checked by the server).
+
 The input carries ``dj-upload-complete="upload_done"``: djust_resumable's browser client
 calls that handler (through djust's ``window.djust.handleEvent``) each time a file is complete
 in storage, and the handler consumes it (exactly once, whichever worker stored it) and lists
@@ -14,6 +18,7 @@ from djust.decorators import event_handler, state
 from djust_resumable import UploadMixin
 
 GiB = 1024 ** 3
+MAX_FILES = 5
 
 
 def human_size(n: int) -> str:
@@ -30,9 +35,11 @@ class FilesView(LiveView, UploadMixin):
 
     stored = state([])
     error = state("")
+    max_files = state(MAX_FILES)
 
     def mount(self, request, **kwargs):
-        self.allow_upload("files", max_entries=5, max_file_size=50 * GiB, resumable=True)
+        self.allow_upload("files", max_entries=MAX_FILES, max_file_size=50 * GiB,
+                          resumable=True)
 
     @event_handler()
     def upload_done(self, **kwargs):

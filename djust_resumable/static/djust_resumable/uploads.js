@@ -26,6 +26,18 @@
  *    refused (client-side size check or a non-retryable server error). Without these
  *    attributes nothing is sent: the next event of the view (e.g. the form's dj-submit)
  *    finds the completed entry, as with djust's own client.
+ *  - in-flight uploads are remembered in IndexedDB (database `djust_resumable`) under the
+ *    page path, slot and the file's fingerprint (name, size, lastModified and a SHA-256 of
+ *    the first and last MiB): after a page reload, picking the same file `resume`s at the
+ *    server's offset. The server re-checks the fingerprint it recorded, so another file
+ *    starts over (a fresh `open`). Finished, failed and cancelled uploads are forgotten.
+ *  - `auto_upload: false` slots upload when their `dj-submit` form is submitted; a
+ *    `dj-submit` of a form whose resumable uploads are in flight is held (the form shows
+ *    djust's `dj-form-pending` state) and re-submitted through djust once every byte is
+ *    stored, so the handler always finds the entries.
+ *  - pause/resume per upload (`window.djust.uploads.resumable.pause(ref)` / `.resume(ref)`,
+ *    or the buttons of a `dj-upload-progress` container marked `dj-upload-controls`);
+ *    progress events carry `bytes`, `total`, `speed` (bytes/s) and `eta` (s).
  */
 (function () {
     'use strict';
@@ -56,9 +68,11 @@
         return (c ^ 0xFFFFFFFF) >>> 0;
     }
 
-    async function crcPrefix(file, end) {
-        var crc = 0;
-        for (var pos = 0; pos < end; pos += CRC_SLICE) {
+    /** CRC32C of [0, end), extending `crc` (the CRC of [0, from)) over [from, end). */
+    async function crcPrefix(file, end, from, crc) {
+        from = from || 0;
+        crc = crc || 0;
+        for (var pos = from; pos < end; pos += CRC_SLICE) {
             var buf = await file.slice(pos, Math.min(end, pos + CRC_SLICE)).arrayBuffer();
             crc = crc32c(crc, new Uint8Array(buf));
         }
@@ -80,27 +94,111 @@
     function formatSize(bytes) {
         if (bytes < 1024) return bytes + ' B';
         if (bytes < 1024 * 1024) return (bytes / 1024).toFixed(1) + ' KB';
-        return (bytes / (1024 * 1024)).toFixed(1) + ' MB';
+        if (bytes < 1024 * 1024 * 1024) return (bytes / (1024 * 1024)).toFixed(1) + ' MB';
+        return (bytes / (1024 * 1024 * 1024)).toFixed(2) + ' GB';
     }
 
     function sleep(ms) { return new Promise(function (r) { setTimeout(r, ms); }); }
 
+    /**
+     * The file's fingerprint, at most ~80 characters (the server keeps up to 128):
+     * `v2:<size>:<lastModified ms>:<40 hex of SHA-256(name, first MiB, last MiB)>`. Only the
+     * two slices are read. Name/size/mtime alone are the peers' known weakness
+     * (tus/tus.io#93): two files with the same name and size would collide. Returns
+     * `{fp, strong}`; `strong` is false without SubtleCrypto (not a secure context), and
+     * such uploads are not remembered across reloads.
+     */
     async function fingerprint(file) {
-        var base = 'v1:' + file.size + ':' + (file.lastModified || 0);
+        var base = 'v2:' + file.size + ':' + (file.lastModified || 0);
         try {
-            if (!(window.crypto && crypto.subtle)) return base;
+            if (!(window.crypto && crypto.subtle)) return { fp: base, strong: false };
             var MiB = 1024 * 1024;
+            var name = new TextEncoder().encode(file.name + '\n');
             var head = await file.slice(0, Math.min(file.size, MiB)).arrayBuffer();
             var tail = await file.slice(Math.max(0, file.size - MiB)).arrayBuffer();
-            var both = new Uint8Array(head.byteLength + tail.byteLength);
-            both.set(new Uint8Array(head), 0);
-            both.set(new Uint8Array(tail), head.byteLength);
-            var digest = new Uint8Array(await crypto.subtle.digest('SHA-256', both));
+            var all = new Uint8Array(name.length + head.byteLength + tail.byteLength);
+            all.set(name, 0);
+            all.set(new Uint8Array(head), name.length);
+            all.set(new Uint8Array(tail), name.length + head.byteLength);
+            var digest = new Uint8Array(await crypto.subtle.digest('SHA-256', all));
             var hex = Array.from(digest, function (b) { return b.toString(16).padStart(2, '0'); });
-            return base + ':' + hex.join('').slice(0, 32);
+            return { fp: base + ':' + hex.join('').slice(0, 40), strong: true };
         } catch (_e) {
-            return base;
+            return { fp: base, strong: false };
         }
+    }
+
+    // ------------------------------------------------------------------ IndexedDB memory
+    // One object store, key `<page path>\n<slot>\n<fingerprint>` -> {ref, crcOffset, crc,
+    // name, size, updated}. The CRC checkpoint (CRC32C of [0, crcOffset), taken at a durable
+    // offset) spares re-reading the whole prefix after a reload: only [crcOffset, offset)
+    // is read. Every call resolves (null on any IndexedDB failure: private mode, quota).
+    var DB_NAME = 'djust_resumable';
+    var STORE = 'uploads';
+    var MEMORY_MAX_AGE = 24 * 3600 * 1000;  // LEDGER_TTL's default; older refs have expired
+    var dbPromise = null;
+
+    function openDb() {
+        if (dbPromise) return dbPromise;
+        dbPromise = new Promise(function (resolve) {
+            try {
+                if (!window.indexedDB) return resolve(null);
+                var req = indexedDB.open(DB_NAME, 1);
+                req.onupgradeneeded = function () { req.result.createObjectStore(STORE); };
+                req.onsuccess = function () { resolve(req.result); };
+                req.onerror = function () { resolve(null); };
+                req.onblocked = function () { resolve(null); };
+            } catch (_e) {
+                resolve(null);
+            }
+        });
+        return dbPromise;
+    }
+
+    function dbCall(mode, fn) {
+        return openDb().then(function (db) {
+            if (!db) return null;
+            return new Promise(function (resolve) {
+                try {
+                    var tx = db.transaction(STORE, mode);
+                    var req = fn(tx.objectStore(STORE));
+                    tx.oncomplete = function () { resolve(req ? req.result : null); };
+                    tx.onerror = tx.onabort = function () { resolve(null); };
+                } catch (_e) {
+                    resolve(null);
+                }
+            });
+        });
+    }
+
+    var memory = {
+        get: function (key) { return dbCall('readonly', function (s) { return s.get(key); }); },
+        put: function (key, rec) {
+            rec.updated = Date.now();
+            return dbCall('readwrite', function (s) { return s.put(rec, key); });
+        },
+        forget: function (key) { return dbCall('readwrite', function (s) { return s.delete(key); }); },
+        all: function () {
+            return dbCall('readonly', function (s) { return s.getAll(); }).then(function (v) { return v || []; });
+        },
+        sweep: function () {
+            // Entries older than the ledger's TTL point at expired uploads.
+            var cutoff = Date.now() - MEMORY_MAX_AGE;
+            return dbCall('readwrite', function (s) {
+                var req = s.openCursor();
+                req.onsuccess = function () {
+                    var c = req.result;
+                    if (!c) return;
+                    if (!c.value || !(c.value.updated > cutoff)) c.delete();
+                    c.continue();
+                };
+                return null;
+            });
+        }
+    };
+
+    function memoryKey(uploadName, fp) {
+        return location.pathname + '\n' + uploadName + '\n' + fp;
     }
 
     function cssEscape(s) {
@@ -132,17 +230,78 @@
     var configs = {};
     var uploads = new Map();  // local id (then server ref) -> Upload
     var nextLocal = 1;
+    var deferred = new Map(); // slot -> File[] picked in an auto_upload:false slot, not sent yet
+    var inFlight = new Map(); // slot -> Set of batch promises (resolve to booleans: stored?)
 
     function isResumable(uploadName) {
         var c = configs[uploadName];
         return !!(c && c.resumable && c.endpoint);
     }
 
+    function isDeferred(uploadName) {
+        var c = configs[uploadName];
+        return !!(c && c.auto_upload === false);
+    }
+
     // ------------------------------------------------------------------ progress UI
-    function setProgress(up, percent) {
-        percent = Math.max(0, Math.min(100, Math.floor(percent)));
-        if (percent === up.shownPercent) return;
+    var SPEED_SPAN = 5000;    // ms of samples the speed is averaged over
+    var RENDER_EVERY = 250;   // ms between renders when only speed/ETA changed
+
+    function formatRate(bps) {
+        return bps > 0 ? formatSize(bps) + '/s' : '';
+    }
+
+    function formatEta(seconds) {
+        if (!(seconds >= 0) || !isFinite(seconds)) return '';
+        seconds = Math.ceil(seconds);
+        var h = Math.floor(seconds / 3600), m = Math.floor(seconds % 3600 / 60), s = seconds % 60;
+        var mm = (h ? String(m).padStart(2, '0') : String(m)) + ':' + String(s).padStart(2, '0');
+        return (h ? h + ':' : '') + mm + ' left';
+    }
+
+    function progressItem(el, up) {
+        var item = el.querySelector('[data-upload-local="' + up.localId + '"]');
+        if (item) return item;
+        item = document.createElement('div');
+        item.className = 'upload-progress-item';
+        item.setAttribute('data-upload-local', String(up.localId));
+        item.innerHTML = '<span class="upload-progress-name"></span>' +
+            '<div class="upload-progress-track"><div class="upload-progress-bar" ' +
+            'role="progressbar" aria-valuemin="0" aria-valuemax="100"></div></div>' +
+            '<span class="upload-progress-text"></span>';
+        item.querySelector('.upload-progress-name').textContent = up.file.name;
+        if (el.hasAttribute('dj-upload-controls')) {
+            // Our extension of djust's markup: speed/ETA line and a pause/resume button.
+            var meta = document.createElement('span');
+            meta.className = 'upload-progress-meta';
+            item.appendChild(meta);
+            var btn = document.createElement('button');
+            btn.type = 'button';  // never submits an enclosing form
+            btn.className = 'upload-pause';
+            btn.addEventListener('click', function () { if (up.paused) up.resume(); else up.pause(); });
+            item.appendChild(btn);
+        }
+        el.appendChild(item);
+        return item;
+    }
+
+    /** Show `up`'s state in its slot's `dj-upload-progress` elements and emit
+     *  `djust:upload:progress`. Percent changes render at once, speed/ETA at most 4 times a
+     *  second (`force` renders anyway). */
+    function render(up, force) {
+        var total = up.file.size;
+        var bytes = Math.min(total, up.received);
+        var percent = total ? Math.floor(bytes * 100 / total) : 0;
+        if (!up.done && percent >= 100) percent = 99;  // 100 only once stored and checked
+        if (up.done) percent = 100;
+        if (up.failed || up.cancelled) percent = 0;
+        var now = Date.now();
+        if (!force && percent === up.shownPercent && now - up.lastRender < RENDER_EVERY) return;
         up.shownPercent = percent;
+        up.lastRender = now;
+        var status = up.status();
+        var speed = status === 'uploading' ? up.speed : 0;
+        var eta = speed > 0 ? (total - bytes) / speed : null;
         var els = document.querySelectorAll('[dj-upload-progress="' + cssEscape(up.uploadName) + '"]');
         els.forEach(function (el) {
             if (el.tagName === 'PROGRESS') {
@@ -150,28 +309,33 @@
                 el.value = percent;
                 return;
             }
-            // djust's progress markup in a container, one item per upload.
-            var item = el.querySelector('[data-upload-local="' + up.localId + '"]');
-            if (!item) {
-                item = document.createElement('div');
-                item.className = 'upload-progress-item';
-                item.setAttribute('data-upload-local', String(up.localId));
-                item.innerHTML = '<span class="upload-progress-name"></span>' +
-                    '<div class="upload-progress-track"><div class="upload-progress-bar" ' +
-                    'role="progressbar" aria-valuemin="0" aria-valuemax="100"></div></div>' +
-                    '<span class="upload-progress-text"></span>';
-                item.querySelector('.upload-progress-name').textContent = up.file.name;
-                el.appendChild(item);
-            }
+            var item = progressItem(el, up);
             if (up.ref) item.setAttribute('data-upload-ref', up.ref);
+            item.setAttribute('data-status', status);
             var bar = item.querySelector('.upload-progress-bar');
             bar.style.width = percent + '%';
             bar.setAttribute('aria-valuenow', String(percent));
             item.querySelector('.upload-progress-text').textContent = percent + '%';
+            var meta = item.querySelector('.upload-progress-meta');
+            if (meta) {
+                var text = status === 'uploading'
+                    ? [formatSize(bytes) + ' of ' + formatSize(total), formatRate(speed),
+                       formatEta(eta)].filter(Boolean).join(' · ')
+                    : status === 'complete' ? formatSize(total) + ' stored' : status;
+                meta.textContent = text;
+            }
+            var btn = item.querySelector('.upload-pause');
+            if (btn) {
+                btn.textContent = up.paused ? 'Resume' : 'Pause';
+                btn.hidden = up.done || up.failed || up.cancelled;
+            }
         });
         emit('djust:upload:progress', {
-            ref: up.ref, progress: percent, status: percent >= 100 && up.done ? 'complete' : 'uploading',
-            uploadName: up.uploadName, file: up.file.name, mode: 'resumable'
+            ref: up.ref, progress: percent, status: status, uploadName: up.uploadName,
+            file: up.file.name, mode: 'resumable', bytes: bytes, total: total,
+            speed: speed, eta: eta,
+            size: up.stored ? up.stored.size : undefined,
+            crc32c: up.stored ? up.stored.crc32c : undefined
         });
     }
 
@@ -203,6 +367,10 @@
     }
 
     // ------------------------------------------------------------------ one upload
+    // Non-retryable answers to a `resume` of a remembered ref that mean "this ref is of no
+    // use" (expired, another file, cancelled elsewhere): the upload starts over with `open`.
+    var STALE = ['not_found', 'aborted', 'failed', 'invalid_state', 'bad_token'];
+
     function Upload(uploadName, file) {
         this.uploadName = uploadName;
         this.file = file;
@@ -222,22 +390,72 @@
         this.done = false;
         this.failed = false;
         this.cancelled = false;
+        this.paused = false;
         this.finishSent = false;
-        this.pumping = false;
+        this.pumpGen = null;      // generation of the running pump loop
         this.gen = 0;             // connection generation: stale sockets are ignored
         this.shownPercent = -1;
+        this.lastRender = 0;
+        this.samples = [];        // [time ms, received] over the last SPEED_SPAN
+        this.speed = 0;           // bytes/s
         this.fp = null;
+        this.key = null;          // IndexedDB key (null: not remembered)
+        this.fromMemory = false;  // ref came from IndexedDB (a reload); not confirmed yet
+        this.everReady = false;
+        this.restarted = false;
         var self = this;
         this.promise = new Promise(function (res, rej) { self.resolve = res; self.reject = rej; });
+        this.promise.catch(function () { /* callers that do not await still see the error event */ });
     }
 
     Upload.prototype.config = function () { return configs[this.uploadName] || {}; };
 
+    Upload.prototype.status = function () {
+        if (this.done) return 'complete';
+        if (this.failed) return 'error';
+        if (this.cancelled) return 'cancelled';
+        if (this.paused) return 'paused';
+        if (!this.ws || this.retryTimer) return this.everReady ? 'reconnecting' : 'connecting';
+        return 'uploading';
+    };
+
     Upload.prototype.start = async function () {
-        this.fp = await fingerprint(this.file);
-        setProgress(this, 0);
+        var f = await fingerprint(this.file);
+        this.fp = f.fp;
+        if (f.strong) {
+            this.key = memoryKey(this.uploadName, this.fp);
+            var rec = await memory.get(this.key);
+            var live = rec && rec.ref ? findUpload(rec.ref) : null;
+            if (live && live !== this) {
+                // The same file picked twice in this page: the second is a separate upload
+                // (resuming the first one's ref would take it over).
+                this.key = null;
+            } else if (rec && rec.ref && rec.size === this.file.size) {
+                this.ref = rec.ref;
+                this.fromMemory = true;
+                uploads.set(this.ref, this);
+                if (rec.crcOffset > 0 && typeof rec.crc === 'number') {
+                    this.checkpoints.set(rec.crcOffset, rec.crc);
+                }
+            }
+        }
+        render(this, true);
         this.connect();
         return this.promise;
+    };
+
+    /** Write what a reload needs to resume: the ref and the newest CRC checkpoint at or
+     *  below the durable offset. */
+    Upload.prototype.remember = function () {
+        if (!this.key || !this.ref || this.done || this.failed || this.cancelled) return;
+        var best = 0, crc = 0, durable = this.durable;
+        this.checkpoints.forEach(function (v, k) { if (k <= durable && k > best) { best = k; crc = v; } });
+        memory.put(this.key, { ref: this.ref, slot: this.uploadName, name: this.file.name,
+                               size: this.file.size, crcOffset: best, crc: crc });
+    };
+
+    Upload.prototype.forget = function () {
+        if (this.key) memory.forget(this.key);
     };
 
     Upload.prototype.url = function () {
@@ -247,7 +465,7 @@
     };
 
     Upload.prototype.connect = function () {
-        if (this.done || this.failed || this.cancelled) return;
+        if (this.done || this.failed || this.cancelled || this.paused) return;
         var self = this;
         var gen = ++this.gen;
         var ws;
@@ -261,6 +479,7 @@
         this.ws = ws;
         ws.onopen = function () {
             if (gen !== self.gen) return;
+            // After a reload the token is the newly mounted view's (configs are per mount).
             var token = self.config().token;
             if (self.ref) {
                 ws.send(JSON.stringify({ type: 'resume', id: 'r' + gen, token: token, ref: self.ref,
@@ -281,13 +500,13 @@
         ws.onclose = function () {
             if (gen !== self.gen) return;
             self.ws = null;
-            if (!self.done && !self.failed && !self.cancelled) self.retry(null);
+            if (!self.done && !self.failed && !self.cancelled && !self.paused) self.retry(null);
         };
         ws.onerror = function () { /* onclose follows */ };
     };
 
     Upload.prototype.retry = function (after) {
-        if (this.retryTimer) return;
+        if (this.retryTimer || this.paused) return;
         this.gen++;  // ignore the old socket from now on
         if (this.ws) { try { this.ws.close(); } catch (_e) { /* closed */ } this.ws = null; }
         this.failures++;
@@ -296,6 +515,17 @@
         delay = delay * (0.5 + Math.random() / 2);
         var self = this;
         this.retryTimer = setTimeout(function () { self.retryTimer = null; self.connect(); }, delay);
+        this.samples = [];
+        this.speed = 0;
+        render(this, true);
+    };
+
+    Upload.prototype.sample = function () {
+        var now = Date.now();
+        this.samples.push([now, this.received]);
+        while (this.samples.length > 2 && now - this.samples[0][0] > SPEED_SPAN) this.samples.shift();
+        var a = this.samples[0];
+        this.speed = now > a[0] ? Math.max(0, (this.received - a[1]) * 1000 / (now - a[0])) : 0;
     };
 
     Upload.prototype.onMessage = function (msg, gen) {
@@ -312,9 +542,10 @@
                 this.durable = d;
                 this.failures = 0;
                 this.pruneCheckpoints();
+                this.remember();
             }
-            setProgress(this, this.file.size ? (this.received * 100 / this.file.size) : 0);
-            if (this.received >= this.file.size) setProgress(this, 99);
+            this.sample();
+            render(this, false);
             this.pump(gen);
             break;
         case 'done':
@@ -330,6 +561,7 @@
 
     Upload.prototype.onReady = async function (msg, gen) {
         this.ref = msg.ref;
+        this.everReady = true;
         uploads.set(this.ref, this);
         this.refHead = new Uint8Array(17);
         this.refHead[0] = FRAME_DATA;
@@ -340,18 +572,23 @@
         this.durable = offset;
         this.received = offset;
         this.finishSent = false;
-        // CRC of the prefix [0, offset): the running one, a checkpoint, or recomputed.
+        this.samples = [];
+        this.speed = 0;
+        // CRC of the prefix [0, offset): extended from the running CRC or the nearest
+        // checkpoint below it (after a reload: the one kept in IndexedDB), reading only the
+        // bytes in between.
         if (offset !== this.crcPos) {
-            if (this.checkpoints.has(offset)) {
-                this.crc = this.checkpoints.get(offset);
-            } else {
-                this.crc = await crcPrefix(this.file, offset);
-            }
+            var from = 0, crc = 0;
+            if (this.crcPos < offset) { from = this.crcPos; crc = this.crc; }
+            this.checkpoints.forEach(function (v, k) { if (k <= offset && k > from) { from = k; crc = v; } });
+            this.crc = await crcPrefix(this.file, offset, from, crc);
             this.crcPos = offset;
+            this.checkpoints.set(offset, this.crc);
         }
         this.pos = offset;
         if (gen !== this.gen) return;
-        setProgress(this, this.file.size ? offset * 100 / this.file.size : 0);
+        this.remember();
+        render(this, true);
         this.pump(gen);
     };
 
@@ -361,8 +598,10 @@
     };
 
     Upload.prototype.pump = async function (gen) {
-        if (this.pumping || gen !== this.gen || this.done || this.failed || this.cancelled) return;
-        this.pumping = true;
+        // One loop per connection generation: a loop of an older generation may still be
+        // awaiting a slice; it stops at its next check and must not block the new one.
+        if (this.pumpGen === gen || gen !== this.gen || this.done || this.failed || this.cancelled) return;
+        this.pumpGen = gen;
         try {
             var size = this.file.size;
             while (gen === this.gen && this.ws && this.ws.readyState === WebSocket.OPEN) {
@@ -401,7 +640,7 @@
         } catch (e) {
             this.fail('read_error', String(e && e.message || e));
         } finally {
-            this.pumping = false;
+            if (this.pumpGen === gen) this.pumpGen = null;
         }
     };
 
@@ -410,10 +649,10 @@
         this.done = true;
         this.gen++;
         if (this.ws) { try { this.ws.close(1000); } catch (_e) { /* closed */ } this.ws = null; }
-        setProgress(this, 100);
-        emit('djust:upload:progress', { ref: this.ref, progress: 100, status: 'complete',
-                                        uploadName: this.uploadName, file: this.file.name,
-                                        mode: 'resumable', size: msg.size, crc32c: msg.crc32c });
+        this.received = this.file.size;
+        this.forget();
+        this.stored = { size: msg.size, crc32c: msg.crc32c };
+        render(this, true);
         notifyView(this.uploadName, 'dj-upload-complete', {
             upload_name: this.uploadName, ref: this.ref, client_name: this.file.name,
             client_size: this.file.size });
@@ -422,14 +661,41 @@
     };
 
     Upload.prototype.onError = function (msg) {
+        if (this.fromMemory && !this.everReady && STALE.indexOf(msg.code) >= 0) {
+            // The remembered ref is of no use (another file with this name and size, expired,
+            // cancelled): start over. The server refused before writing anything.
+            this.restart();
+            return;
+        }
+        if (msg.code === 'checksum_mismatch' && this.fromMemory && !this.restarted) {
+            // Resumed onto bytes of another file that shares the fingerprint (same name,
+            // size, mtime, first and last MiB): the server failed it; send this file whole.
+            this.restart();
+            return;
+        }
         if (msg.retryable) {
-            if (msg.code === 'offset_mismatch' && msg.offset != null && this.ws) {
-                // reconnect-free recovery would need the prefix CRC; resume is simpler and safe
-            }
             this.retry(msg.retry_after || null);
             return;
         }
         this.fail(msg.code || 'error', msg.message || msg.code || 'Upload failed', msg);
+    };
+
+    /** Forget the remembered ref and upload from byte 0 under a new one. */
+    Upload.prototype.restart = function () {
+        this.forget();
+        if (this.ref) uploads.delete(this.ref);
+        this.ref = null;
+        this.refHead = null;
+        this.fromMemory = false;
+        this.restarted = true;
+        this.crc = 0;
+        this.crcPos = 0;
+        this.checkpoints = new Map();
+        this.durable = this.received = this.pos = 0;
+        this.finishSent = false;
+        this.gen++;
+        if (this.ws) { try { this.ws.close(1000); } catch (_e) { /* closed */ } this.ws = null; }
+        this.connect();
     };
 
     Upload.prototype.fail = function (code, message, extra) {
@@ -439,11 +705,33 @@
         if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
         if (this.ws) { try { this.ws.close(1000); } catch (_e) { /* closed */ } this.ws = null; }
         if (this.ref) uploads.delete(this.ref);
-        setProgress(this, 0);
+        this.forget();
+        render(this, true);
         reportError(this.uploadName, this.file, code, message, this.ref, extra);
         var err = new Error(message);
         err.code = code;
         this.reject(err);
+    };
+
+    /** Stop sending and close the socket (the server keeps every byte it stored, and the
+     *  partial part, as on any drop); `resume()` continues at the server's offset. */
+    Upload.prototype.pause = function () {
+        if (this.done || this.failed || this.cancelled || this.paused) return;
+        this.paused = true;
+        this.gen++;
+        if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
+        if (this.ws) { try { this.ws.close(1000); } catch (_e) { /* closed */ } this.ws = null; }
+        this.samples = [];
+        this.speed = 0;
+        render(this, true);
+    };
+
+    Upload.prototype.resume = function () {
+        if (!this.paused) return;
+        this.paused = false;
+        this.failures = 0;
+        render(this, true);
+        this.connect();
     };
 
     Upload.prototype.cancel = function () {
@@ -466,9 +754,8 @@
             } catch (_e) { /* best effort */ }
         }
         if (ref) uploads.delete(ref);
-        emit('djust:upload:progress', { ref: ref, progress: 0, status: 'cancelled',
-                                        uploadName: this.uploadName, file: this.file.name,
-                                        mode: 'resumable' });
+        this.forget();
+        render(this, true);
         this.reject(new Error('Upload cancelled'));
     };
 
@@ -503,20 +790,128 @@
         }
     }
 
+    /** Upload `files` to the slot now. The batch is tracked (synchronously, so a submit
+     *  right after the selection waits for it); resolves to one boolean per file (stored?). */
+    function startFiles(uploadName, files) {
+        var batch = Promise.all(files.map(function (file) {
+            return uploadOne(uploadName, file).then(function () { return true; }, function (err) {
+                if (globalThis.djustDebug) console.warn('[djust_resumable] %s: %o', file.name, err);
+                return false;
+            });
+        }));
+        var set = inFlight.get(uploadName);
+        if (!set) inFlight.set(uploadName, set = new Set());
+        set.add(batch);
+        batch.then(function () { set.delete(batch); });
+        return batch;
+    }
+
+    /** Files picked or dropped for a slot: previews, then (auto_upload, djust's default)
+     *  the upload, or (auto_upload=False) nothing until the form is submitted. Every file
+     *  of a multi-file slot uploads concurrently, with its own progress. */
     async function handleFiles(uploadName, files) {
-        if (!files || files.length === 0) return;
+        if (!files || files.length === 0) return [];
         var config = configs[uploadName] || {};
         var max = config.max_entries || 1;
         if (files.length > max) files = files.slice(0, max);
+        if (isDeferred(uploadName)) {
+            deferred.set(uploadName, files);  // a new pick replaces the previous one
+            await showPreviews(uploadName, files);
+            return [];
+        }
+        var batch = startFiles(uploadName, files);
         await showPreviews(uploadName, files);
-        // Per-entry progress: every file of a multi-file slot uploads concurrently.
-        await Promise.all(files.map(function (file) {
-            return uploadOne(uploadName, file).catch(function (err) {
-                if (globalThis.djustDebug) console.warn('[djust_resumable] %s: %o', file.name, err);
-            });
-        }));
+        return batch;
     }
 
+    // ------------------------------------------------------------------ dj-submit
+    // Mirrors djust's `_setFormPending` (static/djust/src/09-event-binding.js, not exported):
+    // `data-djust-form-pending` on the form and the `dj-form-pending="hide|show|disabled"`
+    // modes of its descendants, so a form held here looks exactly as djust's in-flight one.
+    function setFormPending(form, pending) {
+        if (pending) form.setAttribute('data-djust-form-pending', 'true');
+        else form.removeAttribute('data-djust-form-pending');
+        form.querySelectorAll('[dj-form-pending]').forEach(function (el) {
+            var mode = el.getAttribute('dj-form-pending');
+            if (mode === 'hide') {
+                if (pending) el.setAttribute('hidden', ''); else el.removeAttribute('hidden');
+            } else if (mode === 'show') {
+                if (pending) el.removeAttribute('hidden'); else el.setAttribute('hidden', '');
+            } else if (mode === 'disabled') {
+                if (pending) {
+                    if (!el.hasAttribute('data-djust-form-pending-was-disabled')) {
+                        el.setAttribute('data-djust-form-pending-was-disabled', el.disabled ? 'true' : 'false');
+                    }
+                    el.disabled = true;
+                } else {
+                    var was = el.getAttribute('data-djust-form-pending-was-disabled');
+                    el.disabled = was === 'true';
+                    el.removeAttribute('data-djust-form-pending-was-disabled');
+                }
+            }
+        });
+    }
+
+    function formSlots(form) {
+        var names = [];
+        form.querySelectorAll('[dj-upload], [dj-upload-drop]').forEach(function (el) {
+            var n = el.getAttribute('dj-upload') || el.getAttribute('dj-upload-drop');
+            if (n && isResumable(n) && names.indexOf(n) < 0) names.push(n);
+        });
+        return names;
+    }
+
+    /**
+     * Capture-phase `submit` listener on the document: it runs before djust's delegated
+     * listener on the view root. A `dj-submit` form with resumable slots starts their
+     * deferred (auto_upload=False) files; while any upload of those slots is in flight the
+     * event is stopped, the form shows djust's pending state, and once every upload settled
+     * the form is submitted again (`requestSubmit`, same submitter) and this time passes to
+     * djust untouched, which sends the event as always. If every held upload failed, the
+     * submit is dropped (the errors were reported through `djust:upload:error` and
+     * `dj-upload-error`).
+     */
+    function onSubmitCapture(e) {
+        var form = e.target && e.target.closest ? e.target.closest('[dj-submit]') : null;
+        if (!form) return;
+        if (form._djrRelease) { form._djrRelease = false; return; }
+        var slots = formSlots(form);
+        if (!slots.length) return;
+        var waits = [];
+        slots.forEach(function (n) {
+            var files = deferred.get(n);
+            if (files && files.length) { deferred.delete(n); startFiles(n, files); }
+            (inFlight.get(n) || new Set()).forEach(function (p) { waits.push(p); });
+        });
+        if (!waits.length) return;
+        e.preventDefault();
+        e.stopPropagation();
+        if (form._djrHeld) return;  // a second click while held: one submit follows
+        form._djrHeld = true;
+        var submitter = e.submitter || null;
+        setFormPending(form, true);
+        Promise.all(waits).then(function (batches) {
+            var results = [].concat.apply([], batches);
+            form._djrHeld = false;
+            setFormPending(form, false);
+            if (!form.isConnected) return;
+            if (results.length && !results.some(Boolean)) return;
+            form._djrRelease = true;
+            try {
+                if (typeof form.requestSubmit === 'function') {
+                    if (submitter && submitter.form === form) form.requestSubmit(submitter);
+                    else form.requestSubmit();
+                } else {
+                    form.dispatchEvent(new Event('submit', { bubbles: true, cancelable: true }));
+                }
+            } catch (err) {
+                form._djrRelease = false;
+                console.error('[djust_resumable] re-submit failed: %o', err);
+            }
+        });
+    }
+
+    // ------------------------------------------------------------------ binding
     function bindOurs(scope) {
         var root = (scope && scope.querySelectorAll) ? scope : document;
         var inputs = Array.from(root.querySelectorAll('[dj-upload]'));
@@ -576,6 +971,16 @@
         return found || null;
     }
 
+    function listUploads() {
+        var seen = [];
+        uploads.forEach(function (u) { if (seen.indexOf(u) < 0) seen.push(u); });
+        return seen.map(function (u) {
+            return { ref: u.ref, uploadName: u.uploadName, name: u.file.name, size: u.file.size,
+                     received: u.received, durable: u.durable, status: u.status(),
+                     speed: u.speed, resumedFromMemory: u.fromMemory };
+        });
+    }
+
     var api = {
         setConfigs: function (c) {
             configs = c || {};
@@ -611,10 +1016,21 @@
         resumable: {
             crc32c: crc32c,
             uploads: uploads,
+            list: listUploads,
             configs: function () { return configs; },
             original: function () { return original; },
             isResumable: isResumable,
-            handleFiles: handleFiles
+            handleFiles: handleFiles,
+            /** Start the files waiting in an auto_upload=False slot (without a form submit). */
+            startDeferred: function (uploadName) {
+                var files = deferred.get(uploadName) || [];
+                deferred.delete(uploadName);
+                return startFiles(uploadName, files);
+            },
+            pause: function (ref) { var up = findUpload(ref); if (up) up.pause(); return !!up; },
+            resume: function (ref) { var up = findUpload(ref); if (up) up.resume(); return !!up; },
+            memory: memory,
+            fingerprint: fingerprint
         }
     };
     // Everything else djust's object offers (uploadPresigned, IndexedDB helpers, activeUploads...).
@@ -641,4 +1057,6 @@
     // djust fires this after its LiveView socket reconnects; uploads have their own socket
     // and reconnect by themselves, nothing to do beyond re-binding new inputs.
     document.addEventListener('djust:ws-reconnected', function () { bindOurs(document); });
+    document.addEventListener('submit', onSubmitCapture, true);
+    memory.sweep();
 })();
