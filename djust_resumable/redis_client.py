@@ -24,6 +24,7 @@ cluster (system check ``djust_resumable.E011``).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,9 +35,37 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .conf import ResumableSettings
+
+#: Attempts and backoff (seconds) of every client: about 40 s of trying before an error.
+RETRIES = 40
+BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
+
+
+class ResilientRedisCluster(AsyncRedisCluster):
+    """redis-py's asyncio ``RedisCluster`` that rides out a cluster it cannot reach.
+
+    When no node answers (every master restarting, a network cut), redis-py 8 raises
+    ``RedisClusterException("Redis Cluster cannot be connected")`` at once, with no retry and
+    not as a ``RedisError``: the service would answer ``internal`` instead of the retryable
+    ``ledger_unavailable``. Here (re)discovery is retried with the same backoff as the plain
+    client (``RETRIES``, ``BACKOFF``) and then fails with redis-py's ``ConnectionError``."""
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> ResilientRedisCluster:
+        failures = 0
+        while True:
+            try:
+                await super().initialize(*args, **kwargs)
+                return self
+            except RedisClusterException as exc:
+                failures += 1
+                if failures > RETRIES:
+                    raise RedisConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+                await asyncio.sleep(BACKOFF.compute(failures))
+
 
 #: What ``async_client`` returns: redis-py's asyncio client or its asyncio cluster client.
 AsyncClient = aioredis.Redis | AsyncRedisCluster
@@ -46,17 +75,17 @@ def async_client(settings: ResumableSettings) -> AsyncClient:
     """An asyncio client on ``REDIS_URL``: a ``RedisCluster`` when ``REDIS_CLUSTER`` is true.
 
     Retries (exponential backoff capped at 1 s, 40 attempts: about 40 s) ride out a Redis
-    restart, a Sentinel failover or a cluster failover of a few seconds; after that the
-    caller gets redis-py's ``ConnectionError``/``TimeoutError`` (the service maps them to
-    ``ledger_unavailable``). Connecting is lazy: building the client never touches the
-    network."""
-    retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40)
+    restart, a Sentinel failover or a cluster failover or restart of a few seconds
+    (``ResilientRedisCluster``); after that the caller gets redis-py's
+    ``ConnectionError``/``TimeoutError`` (the service maps them to ``ledger_unavailable``).
+    Connecting is lazy: building the client never touches the network."""
+    retry = Retry(BACKOFF, retries=RETRIES)
     common: dict[str, Any] = {
         "retry": retry,
         "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionResetError],
         "health_check_interval": 10, "socket_connect_timeout": 2, "socket_timeout": 10}
     if settings.REDIS_CLUSTER:
-        return AsyncRedisCluster.from_url(settings.REDIS_URL, **common)
+        return ResilientRedisCluster.from_url(settings.REDIS_URL, **common)
     return aioredis.Redis.from_url(settings.REDIS_URL, **common)
 
 

@@ -24,17 +24,20 @@ REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 
 class ClusterNode(RedisServer):
-    """One cluster-enabled redis-server (no persistence: a test cluster lives one session)."""
+    """One cluster-enabled redis-server. ``aof=True``: ``appendonly yes``, ``appendfsync
+    always``, so its data survives a restart (``nodes.conf`` keeps its cluster identity)."""
 
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory)
+    def __init__(self, directory: Path, aof: bool = False) -> None:
+        super().__init__(directory, aof=aof)
         self.bus_port = free_port()
         while self.bus_port == self.port:
             self.bus_port = free_port()
 
     def start(self, timeout: float = 20.0) -> ClusterNode:
+        persist = ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else [
+            "--appendonly", "no"]
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", self.host,
-                "--dir", str(self.dir), "--save", "", "--appendonly", "no",
+                "--dir", str(self.dir), "--save", "", *persist,
                 "--protected-mode", "no", "--daemonize", "no",
                 "--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
                 "--cluster-config-file", str(self.dir / "nodes.conf"),
@@ -88,11 +91,20 @@ class RedisCluster:
         for n in self.nodes:
             n.stop()
 
+    def start(self) -> None:
+        """Start every stopped node again (same ports, directories and ``nodes.conf``) and
+        wait for ``cluster_state:ok``."""
+        for n in self.nodes:
+            if n.proc is None:
+                n.start()
+        self.wait_ok()
 
-def start_cluster(directory: Path, masters: int = 3) -> RedisCluster:
+
+def start_cluster(directory: Path, masters: int = 3, aof: bool = False) -> RedisCluster:
     if not Path(REDIS_CLI).exists():
         pytest.fail("redis-cli not installed: run `make setup` (Debian redis-tools)")
-    cluster = RedisCluster([ClusterNode(directory / f"node-{i}") for i in range(masters)])
+    cluster = RedisCluster([ClusterNode(directory / f"node-{i}", aof=aof)
+                            for i in range(masters)])
     try:
         for n in cluster.nodes:
             n.start()
@@ -112,6 +124,17 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     """A local 3-master Redis Cluster for the session (``.url``, ``.urls``, ``.nodes``).
     Tests share it: use unique key prefixes or refs."""
     cluster = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_aof(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A private 3-master cluster with AOF (``appendfsync always``) for tests that stop and
+    start its nodes; stopped at the end of the test."""
+    cluster = start_cluster(tmp_path / "redis-cluster-aof", aof=True)
     try:
         yield cluster
     finally:

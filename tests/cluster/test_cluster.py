@@ -58,16 +58,16 @@ def _node_keys(cluster: RedisCluster, prefix: str) -> list[set[str]]:
 
 @pytest.fixture
 def cluster_ledger(redis_cluster: RedisCluster):
-    """``cluster_ledger(prefix)`` -> a Ledger on the cluster (redis-py's asyncio
-    RedisCluster), closed at the end of the test."""
+    """``cluster_ledger(prefix, url=None)`` -> a Ledger on the session's cluster (or the one
+    at ``url``) through redis-py's asyncio RedisCluster, closed at the end of the test."""
     made: list[Ledger] = []
 
-    def make(prefix: str) -> Ledger:
+    def make(prefix: str, url: str | None = None) -> Ledger:
         from django.test.utils import override_settings
 
         with override_settings(DJUST_RESUMABLE={"KEY_PREFIX": prefix}):
             s = get_settings()
-        lg = Ledger(AsyncRedisCluster.from_url(redis_cluster.url), s)
+        lg = Ledger(AsyncRedisCluster.from_url(url or redis_cluster.url), s)
         made.append(lg)
         return lg
 
@@ -286,3 +286,36 @@ async def test_sweep_and_admin_list_on_cluster(django_s3_settings, redis_cluster
         assert {r["ref"]: r["state"] for r in listed} == dict.fromkeys(stale, "expired")
     finally:
         await ledger.close()
+
+
+async def test_whole_cluster_restart_mid_upload(workers, redis_cluster_aof, redis_server, token,
+                                                tmp_path, s3_client, s3_bucket, cluster_ledger):
+    """Every master stopped and started again (AOF) while an upload runs: the worker's
+    cluster client rides it out (``ResilientRedisCluster``) and the object is byte-exact.
+    Without it redis-py raises ``RedisClusterException`` at once, which is no RedisError."""
+    cluster = redis_cluster_aof
+    prefix = _prefix()
+    (w,) = workers(1, redis=cluster, channel_redis=redis_server, REDIS_CLUSTER=True,
+                   KEY_PREFIX=prefix)
+    src = make_random_file(tmp_path / "src.bin", 48 * MiB)
+    bounced: list[int] = []
+    task: list[asyncio.Task[None]] = []
+
+    def bounce() -> None:
+        cluster.stop()
+        time.sleep(2)
+        cluster.start()
+
+    def on_progress(sent: int, durable: int, total: int) -> None:
+        if not bounced and durable >= 16 * MiB:
+            bounced.append(durable)
+            task.append(asyncio.ensure_future(asyncio.to_thread(bounce)))
+
+    result = await ResumableUploader(w.url, token, on_progress=on_progress,
+                                     backoff_max=1).upload(str(src))
+    assert bounced
+    await asyncio.wait_for(task[0], 120)
+    rec = await _check_stored(cluster_ledger(prefix, cluster.url), result.ref, src, s3_client,
+                              s3_bucket)
+    assert rec.durable == rec.size and w.alive()
+    assert "Traceback" not in w.log_text()
