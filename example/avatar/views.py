@@ -3,7 +3,9 @@
 dead workers, and land in the configured S3 bucket.
 
 Flow: pick or drop an image -> preview, ``<progress dj-upload-progress>`` to 100 -> "Save"
-(``dj-submit="save_avatar"``) consumes the entry, checks its magic bytes with python-magic
+(``dj-submit="save_avatar"``; pressed while the upload is still running, the submit is held
+until the bytes are stored, the form showing djust's ``dj-form-pending`` state) consumes the
+entry, checks its magic bytes with python-magic
 (in place of the deprecated ``imghdr``) and shows the card; "Replace" goes back to the drop
 zone. Refusals (too large, wrong type, magic bytes) reach the view through
 ``dj-upload-error="upload_failed"`` (see djust_resumable/static/djust_resumable/uploads.js)
@@ -54,6 +56,8 @@ def sniff(head: bytes) -> str | None:
 class AvatarView(LiveView, UploadMixin):
     template_name = "avatar/avatar.html"
     login_required = False
+    #: the template's ``dj-view`` (djust mounts this class over the socket)
+    view_path = "avatar.views.AvatarView"
 
     avatar_url = state("")
     avatar_name = state("")
@@ -101,3 +105,15 @@ class AvatarView(LiveView, UploadMixin):
         self.avatar_name = ""
         self.avatar_size = ""
         self.error = ""
+
+
+class AvatarOnSaveView(AvatarView):
+    """The same page with ``auto_upload=False`` (the tutorial's other flow): picking a file
+    only shows its preview; "Save" starts the upload, the form shows its pending state while
+    the bytes go, and ``save_avatar`` runs once every byte is stored."""
+
+    view_path = "avatar.views.AvatarOnSaveView"
+
+    def mount(self, request, **kwargs):
+        self.allow_upload("avatar", accept=ACCEPT, max_entries=1,
+                          max_file_size=MAX_AVATAR_BYTES, auto_upload=False, resumable=True)

@@ -1,4 +1,4 @@
-from avatar.views import AvatarView
+from avatar.views import AvatarOnSaveView, AvatarView
 from bigfiles.views import FilesView
 from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
@@ -10,6 +10,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # The seed tutorial's avatar uploader, with resumable=True (example/avatar/).
     path("avatar/", AvatarView.as_view(), name="avatar"),
+    path("avatar/on-save/", AvatarOnSaveView.as_view(), name="avatar-on-save"),
     path("files/", FilesView.as_view(), name="files"),
     # Prometheus scrape target (restrict it to your monitoring network in production).
     path("metrics/", metrics_view, name="djust_resumable_metrics"),
