@@ -21,6 +21,7 @@ from tests.helpers import free_port
 from tests.integration.conftest import grant, token, workers  # noqa: F401 - shared fixtures
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+NODE_CONF = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "cluster-node.conf"
 
 
 class ClusterNode(RedisServer):
@@ -34,14 +35,13 @@ class ClusterNode(RedisServer):
             self.bus_port = free_port()
 
     def start(self, timeout: float = 20.0) -> ClusterNode:
-        persist = ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else [
-            "--appendonly", "no"]
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", self.host,
+        persist = ["--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
+        # The production node config (deploy/redis/cluster-node.conf), with this machine's
+        # ports and directory: the recipe itself is what the cluster tests run on.
+        args = [REDIS_SERVER, str(NODE_CONF), "--port", str(self.port), "--bind", self.host,
                 "--dir", str(self.dir), "--save", "", *persist,
-                "--protected-mode", "no", "--daemonize", "no",
-                "--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
-                "--cluster-config-file", str(self.dir / "nodes.conf"),
-                "--cluster-node-timeout", "5000"]
+                "--daemonize", "no", "--cluster-port", str(self.bus_port),
+                "--cluster-config-file", str(self.dir / "nodes.conf")]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
