@@ -246,6 +246,13 @@ def fresh(cluster: Cluster) -> Cluster:
     return cluster
 
 
+def in_sender() -> bool:
+    """True when called from the client's frame-sending task (``on_progress`` also runs
+    from its receive loop, on acks): pausing there really pauses the bytes."""
+    task = asyncio.current_task()
+    return task is not None and task.get_coro().__qualname__.endswith("._send_all")
+
+
 async def wait_for(pred: Any, timeout: float = 30.0, step: float = 0.1) -> None:
     """Await until ``pred()`` (sync or async) is truthy; TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
