@@ -66,3 +66,29 @@ cluster-stop:
 # Long fault matrix through nginx (tests/faults/): bigger files, 10 SIGKILL trials.
 faults: setup
 	DJR_FAULTS=long $(PY) -m pytest -q -ra -s tests/faults
+
+# Side-by-side with djust 1.2.6's own upload path and tus-node-server 2.x (docs/benchmarks.md,
+# "Peers"). The peers install into bench/peers/ only: node_modules from the committed
+# package-lock.json, tuspy into bench/peers/.venv; neither is a project dependency.
+.PHONY: bench-peers bench-peers-deps
+PEERS_NODE := bench/peers/node
+PEERS_VENV := bench/peers/.venv
+PEERS_ARGS ?= --sizes 1G,4G
+
+bench-peers: setup bench-peers-deps
+	$(PY) bench/peers.py $(PEERS_ARGS)
+
+bench-peers-deps: $(PEERS_NODE)/node_modules/.package-lock.json $(PEERS_VENV)/.installed
+
+$(PEERS_NODE)/node_modules/.package-lock.json: $(PEERS_NODE)/package-lock.json
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm; }
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a==20&&b<19)) { console.error("@tus/server 2.x needs Node.js >= 20.19, found "+process.versions.node); process.exit(1) }'
+	cd $(PEERS_NODE) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(PEERS_VENV)/.installed: bench/peers/requirements.txt
+	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q -r bench/peers/requirements.txt
+	@touch $@
