@@ -122,6 +122,24 @@ def test_crc32c_matches_reference(av_site, av_page):
         return c(c(0, b.subarray(0, 777)), b.subarray(777));
     }""", list(data))
     assert got == google_crc32c.value(data)
+    # crc32cCombine (used when a resumed upload's prefix CRC is read from the local file
+    # while the rest is sent): pieces of any size, including past 2^32 bytes.
+    a, b = data[:1000], data[1000:]
+    assert page.evaluate("""([a, b, n]) => {
+        const r = window.djust.uploads.resumable;
+        return r.crc32cCombine(r.crc32c(0, new Uint8Array(a)), r.crc32c(0, new Uint8Array(b)), n);
+    }""", [list(a), list(b), len(b)]) == google_crc32c.value(data)
+    # A + 4 GiB of zeros, computed both ways (google_crc32c extends in C, 64 MiB at a time).
+    zeros, chunk = 4 * 1024 ** 3 + 3, bytes(64 * 1024 * 1024)
+    crc_zeros, crc_a_zeros = 0, google_crc32c.value(a)
+    for off in range(0, zeros, len(chunk)):
+        piece = chunk[: min(len(chunk), zeros - off)]
+        crc_zeros = google_crc32c.extend(crc_zeros, piece)
+        crc_a_zeros = google_crc32c.extend(crc_a_zeros, piece)
+    assert page.evaluate("""([a, cz, n]) => {
+        const r = window.djust.uploads.resumable;
+        return r.crc32cCombine(r.crc32c(0, new Uint8Array(a)), cz, n);
+    }""", [list(a), crc_zeros, zeros]) == crc_a_zeros
 
 
 def test_connection_cut_mid_upload_resumes(workers, av_page, av_shots, tmp_path):

@@ -10,6 +10,7 @@ over, leaving the first upload untouched.
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -78,7 +79,6 @@ def test_reload_then_pick_again_resumes_and_another_file_starts_over(
         open_slot(page, url, "files")
         remembered = page.evaluate("window.djust.uploads.resumable.memory.all()")
         assert [r["ref"] for r in remembered] == [ref]
-        assert remembered[0]["crcOffset"] > 0  # a CRC checkpoint: no re-read of the prefix
         durable_at_reload = record(redis_server.url, ref).durable
         assert durable_at_reload >= before["durable"]
 
@@ -121,5 +121,49 @@ def test_reload_then_pick_again_resumes_and_another_file_starts_over(
         assert len(by_key) == 2
         got = {object_sha256(s3_client, s3_bucket, k) for k in by_key}
         assert got == {(sha256_file(first), size), (sha256_file(other), size)}
+    finally:
+        ctx.close()
+
+
+def test_same_fingerprint_other_content_fails_the_check_and_starts_over(
+        workers, av_browser, av_shots, redis_server, s3_client, s3_bucket, tmp_path):
+    """The fingerprint's blind spot: a file edited in place between its first and last MiB,
+    same size and mtime. The client resumes the remembered ref, but its `finish` CRC is of
+    the file it has (the prefix CRC is recomputed from the local file, never trusted from
+    IndexedDB), so the server's whole-object check fails, the mixed object is discarded, and
+    the client sends this file again from byte 0."""
+    site = prepare(workers(1)[0])
+    size = 40 * MiB + 5
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = random_file(tmp_path / "a" / "notes.bin", size)
+    edited = tmp_path / "b" / "notes.bin"
+    shutil.copyfile(first, edited)
+    with open(edited, "r+b") as f:
+        f.seek(2 * MiB)
+        f.write(os.urandom(4 * MiB))  # inside what the server will have stored
+    stamp = first.stat().st_mtime
+    os.utime(edited, (stamp, stamp))
+
+    ctx = av_browser.new_context()
+    ctx.add_init_script(TRACE)
+    page = ctx.new_page()
+    try:
+        url = site.base + "/files/"
+        open_slot(page, url, "files")
+        page.set_input_files("#files-input", str(first))
+        ref = wait_received(page, 24 * MiB)["ref"]
+        page.reload()
+        open_slot(page, url, "files")
+        page.set_input_files("#files-input", str(edited))
+        (row,) = _rows(page, 1)
+        t = trace(page)
+        assert t["resumes"] == 1 and "checksum_mismatch" in t["errors"], t
+        assert t["opens"] == 1 and t["ready"][0] >= 16 * MiB and t["ready"][-1] == 0, t
+        assert record(redis_server.url, ref).state == "failed"  # the mix was discarded
+        digest, got = object_sha256(s3_client, s3_bucket, row.get_attribute("data-key"))
+        assert (digest, got) == (sha256_file(edited), size)
+        assert page.evaluate("window.djust.uploads.resumable.memory.all()") == []
+        page.screenshot(path=str(av_shots / "stored.png"))
     finally:
         ctx.close()

@@ -68,6 +68,39 @@
         return (c ^ 0xFFFFFFFF) >>> 0;
     }
 
+    // CRC32C of two concatenated pieces from their CRCs: zlib's crc32_combine (GF(2) matrix
+    // powers of the "append one zero bit" operator), with the Castagnoli polynomial.
+    function gf2Times(mat, vec) {
+        var sum = 0;
+        for (var i = 0; vec; i++, vec >>>= 1) if (vec & 1) sum ^= mat[i];
+        return sum >>> 0;
+    }
+
+    function gf2Square(square, mat) {
+        for (var n = 0; n < 32; n++) square[n] = gf2Times(mat, mat[n]);
+    }
+
+    /** CRC32C of A+B from `crcA`, `crcB` and B's length in bytes (any size up to 2^53). */
+    function crc32cCombine(crcA, crcB, lenB) {
+        if (lenB <= 0) return crcA >>> 0;
+        var even = new Array(32), odd = new Array(32);
+        odd[0] = 0x82F63B78;
+        for (var n = 1, row = 1; n < 32; n++, row = (row << 1) >>> 0) odd[n] = row;
+        gf2Square(even, odd);   // 2 zero bits
+        gf2Square(odd, even);   // 4 zero bits
+        var crc = crcA >>> 0;
+        do {
+            gf2Square(even, odd);
+            if (lenB % 2) crc = gf2Times(even, crc);
+            lenB = Math.floor(lenB / 2);
+            if (!lenB) break;
+            gf2Square(odd, even);
+            if (lenB % 2) crc = gf2Times(odd, crc);
+            lenB = Math.floor(lenB / 2);
+        } while (lenB);
+        return (crc ^ crcB) >>> 0;
+    }
+
     /** CRC32C of [0, end), extending `crc` (the CRC of [0, from)) over [from, end). */
     async function crcPrefix(file, end, from, crc) {
         from = from || 0;
@@ -129,10 +162,12 @@
     }
 
     // ------------------------------------------------------------------ IndexedDB memory
-    // One object store, key `<page path>\n<slot>\n<fingerprint>` -> {ref, crcOffset, crc,
-    // name, size, updated}. The CRC checkpoint (CRC32C of [0, crcOffset), taken at a durable
-    // offset) spares re-reading the whole prefix after a reload: only [crcOffset, offset)
-    // is read. Every call resolves (null on any IndexedDB failure: private mode, quota).
+    // One object store, key `<page path>\n<slot>\n<fingerprint>` -> {ref, slot, name, size,
+    // updated}. Only the ref is trusted from here: after a reload the CRC of the part the
+    // server has is recomputed from the local file (in the background, while the rest is
+    // sent), so the `finish` CRC covers the bytes of the file actually picked and a file that
+    // merely shares the fingerprint fails the server's check instead of completing a mix.
+    // Every call resolves (null on any IndexedDB failure: private mode, quota).
     var DB_NAME = 'djust_resumable';
     var STORE = 'uploads';
     var MEMORY_MAX_AGE = 24 * 3600 * 1000;  // LEDGER_TTL's default; older refs have expired
@@ -383,9 +418,13 @@
         this.received = 0;
         this.window = 8 * 1024 * 1024;
         this.maxFrame = 1024 * 1024;
-        this.crc = 0;             // CRC32C of [0, crcPos)
+        // CRC32C in two pieces: crcBaseValue (a promise) is the CRC of [0, crcBase), read
+        // from the local file; crc is the CRC of [crcBase, crcPos), computed as frames go.
+        this.crcBase = 0;
+        this.crcBaseValue = Promise.resolve(0);
+        this.crc = 0;
         this.crcPos = 0;
-        this.checkpoints = new Map();  // offset -> crc of [0, offset) (frame boundaries)
+        this.checkpoints = new Map();  // offset -> crc of [crcBase, offset) (frame boundaries)
         this.failures = 0;
         this.done = false;
         this.failed = false;
@@ -434,9 +473,6 @@
                 this.ref = rec.ref;
                 this.fromMemory = true;
                 uploads.set(this.ref, this);
-                if (rec.crcOffset > 0 && typeof rec.crc === 'number') {
-                    this.checkpoints.set(rec.crcOffset, rec.crc);
-                }
             }
         }
         render(this, true);
@@ -444,14 +480,13 @@
         return this.promise;
     };
 
-    /** Write what a reload needs to resume: the ref and the newest CRC checkpoint at or
-     *  below the durable offset. */
+    /** Write what a reload needs to resume (the ref), once per ref. */
     Upload.prototype.remember = function () {
         if (!this.key || !this.ref || this.done || this.failed || this.cancelled) return;
-        var best = 0, crc = 0, durable = this.durable;
-        this.checkpoints.forEach(function (v, k) { if (k <= durable && k > best) { best = k; crc = v; } });
+        if (this.remembered === this.ref) return;
+        this.remembered = this.ref;
         memory.put(this.key, { ref: this.ref, slot: this.uploadName, name: this.file.name,
-                               size: this.file.size, crcOffset: best, crc: crc });
+                               size: this.file.size });
     };
 
     Upload.prototype.forget = function () {
@@ -542,7 +577,6 @@
                 this.durable = d;
                 this.failures = 0;
                 this.pruneCheckpoints();
-                this.remember();
             }
             this.sample();
             render(this, false);
@@ -574,16 +608,20 @@
         this.finishSent = false;
         this.samples = [];
         this.speed = 0;
-        // CRC of the prefix [0, offset): extended from the running CRC or the nearest
-        // checkpoint below it (after a reload: the one kept in IndexedDB), reading only the
-        // bytes in between.
+        // The CRC up to the server's offset: a checkpoint of this page's own sending (a
+        // reconnect), else (a reload, or an offset this page never sent) a new base whose
+        // CRC is read from the local file in the background; `finish` waits for it.
         if (offset !== this.crcPos) {
-            var from = 0, crc = 0;
-            if (this.crcPos < offset) { from = this.crcPos; crc = this.crc; }
-            this.checkpoints.forEach(function (v, k) { if (k <= offset && k > from) { from = k; crc = v; } });
-            this.crc = await crcPrefix(this.file, offset, from, crc);
+            if (offset >= this.crcBase && this.checkpoints.has(offset)) {
+                this.crc = this.checkpoints.get(offset);
+            } else {
+                this.crcBase = offset;
+                this.crcBaseValue = crcPrefix(this.file, offset);
+                this.crcBaseValue.catch(function () { /* reported by finish */ });
+                this.crc = 0;
+                this.checkpoints = new Map([[offset, 0]]);
+            }
             this.crcPos = offset;
-            this.checkpoints.set(offset, this.crc);
         }
         this.pos = offset;
         if (gen !== this.gen) return;
@@ -608,7 +646,9 @@
                 if (this.pos >= size) {
                     if (!this.finishSent) {
                         this.finishSent = true;
-                        this.ws.send(JSON.stringify({ type: 'finish', ref: this.ref, crc32c: this.crc >>> 0 }));
+                        var whole = await this.wholeCrc();
+                        if (gen !== this.gen || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+                        this.ws.send(JSON.stringify({ type: 'finish', ref: this.ref, crc32c: whole }));
                     }
                     return;
                 }
@@ -642,6 +682,14 @@
         } finally {
             if (this.pumpGen === gen) this.pumpGen = null;
         }
+    };
+
+    /** CRC32C of the whole file: the base piece (awaited) combined with the sent piece. */
+    Upload.prototype.wholeCrc = async function () {
+        var size = this.file.size;
+        if (this.crcPos !== size) return crcPrefix(this.file, size);  // not expected
+        var base = await this.crcBaseValue;
+        return crc32cCombine(base, this.crc, size - this.crcBase);
     };
 
     Upload.prototype.onDone = function (msg) {
@@ -688,9 +736,12 @@
         this.refHead = null;
         this.fromMemory = false;
         this.restarted = true;
+        this.crcBase = 0;
+        this.crcBaseValue = Promise.resolve(0);
         this.crc = 0;
         this.crcPos = 0;
         this.checkpoints = new Map();
+        this.remembered = null;
         this.durable = this.received = this.pos = 0;
         this.finishSent = false;
         this.gen++;
@@ -1015,6 +1066,7 @@
         // djust_resumable's own surface (tests, app code).
         resumable: {
             crc32c: crc32c,
+            crc32cCombine: crc32cCombine,
             uploads: uploads,
             list: listUploads,
             configs: function () { return configs; },
