@@ -491,8 +491,8 @@ def main() -> int:
                     help="which parts to run (default all: raw,ours,djust,djust-default,"
                     "tus,resume)")
     ap.add_argument("--parts-in-flight", default="1,4", help="ours: PARTS_IN_FLIGHT values")
-    ap.add_argument("--djust-max-size", default="1G",
-                    help="largest size for djust with its rate limit raised (default 1G)")
+    ap.add_argument("--djust-max-size", default="4G",
+                    help="largest size for djust with its rate limit raised (default 4G)")
     ap.add_argument("--djust-default-size", default="256M",
                     help="file size for djust with its defaults (~12 MiB/s; default 256M)")
     ap.add_argument("--tus-max-size", default="4G", help="largest size for tus (default 4G)")
@@ -562,14 +562,38 @@ def main() -> int:
         runs.append(r)
         tp.delete_everything(admin, bucket)
 
+    failures: list[dict[str, Any]] = []
+    notes["failures"] = failures
+
+    def attempt(label: str, fn: Any) -> None:
+        """Run one timed upload; a failing peer is reported, not fatal to the run."""
+        print(label, flush=True)
+        try:
+            record(fn())
+        except Exception as exc:  # noqa: BLE001 - recorded in the results and printed
+            print(f"    FAILED: {exc!r}", flush=True)
+            failures.append({"what": label, "error": repr(exc)[:2000]})
+            tp.delete_everything(admin, bucket)
+
+    def ours_run(path: Path, size: int, pif: int) -> tp.Run:
+        ld = load()
+        r = tp.ours_upload(workdir, ours_env, pif, token, path, size, warm_path, pids,
+                           DEFAULTS["ENDPOINT_PATH"], None)
+        r.extra["load_before"] = ld
+        assert r.extra["connections"] == 1 and r.extra["bytes_resent"] == 0, r.extra
+        return r
+
+    def raw_run(path: Path, size: int, crc: int, c: int) -> tp.Run:
+        ld = load()
+        r = tp.raw_upload(moto_url, bucket, path, size, crc, 8 * MiB, c, pids)
+        r.extra["load_before"] = ld
+        return r
+
     def raw_pair(size: int) -> None:
         path, crc = files[size]
         for c in (1, 4):
-            print(f"[{tp.fmt_size(size)}] raw boto3 c={c} ...", flush=True)
-            ld = load()
-            r = tp.raw_upload(moto_url, bucket, path, size, crc, 8 * MiB, c, pids)
-            r.extra["load_before"] = ld
-            record(r)
+            attempt(f"[{tp.fmt_size(size)}] raw boto3 c={c} ...",
+                    lambda n=c: raw_run(path, size, crc, n))
 
     report_sizes = list(sizes)
     for size in sizes:
@@ -581,20 +605,14 @@ def main() -> int:
                 raw_pair(size)
             if "ours" in systems:
                 for pif in pifs:
-                    print(f"[{tp.fmt_size(size)}] djust_resumable PARTS_IN_FLIGHT={pif} ...",
-                          flush=True)
-                    ld = load()
-                    r = tp.ours_upload(workdir, ours_env, pif, token, path, size, warm_path,
-                                       pids, DEFAULTS["ENDPOINT_PATH"], None)
-                    r.extra["load_before"] = ld
-                    assert r.extra["connections"] == 1 and r.extra["bytes_resent"] == 0
-                    record(r)
+                    attempt(f"[{tp.fmt_size(size)}] djust_resumable PARTS_IN_FLIGHT={pif} ...",
+                            lambda p=path, z=size, n=pif: ours_run(p, z, n))
             if "djust" in systems and size <= djust_max:
-                print(f"[{tp.fmt_size(size)}] djust 1.2.6, rate limit raised ...", flush=True)
-                record(djust_upload(ctx, path, size, "raised"))
+                attempt(f"[{tp.fmt_size(size)}] djust 1.2.6, rate limit raised ...",
+                        lambda p=path, z=size: djust_upload(ctx, p, z, "raised"))
             if "tus" in systems and size <= tus_max:
-                print(f"[{tp.fmt_size(size)}] tus-node-server ...", flush=True)
-                record(tus_upload(ctx, path, size, tus_chunk))
+                attempt(f"[{tp.fmt_size(size)}] tus-node-server ...",
+                        lambda p=path, z=size: tus_upload(ctx, p, z, tus_chunk))
     if "djust-default" in systems:
         size = djust_default_size
         path, crc = files[size]
@@ -602,8 +620,8 @@ def main() -> int:
             report_sizes.append(size)
             if "raw" in systems:
                 raw_pair(size)
-        print(f"[{tp.fmt_size(size)}] djust 1.2.6, default settings (paced) ...", flush=True)
-        record(djust_upload(ctx, path, size, "default"))
+        attempt(f"[{tp.fmt_size(size)}] djust 1.2.6, default settings (paced) ...",
+                lambda: djust_upload(ctx, path, size, "default"))
         print(f"[{tp.fmt_size(size)}] djust 1.2.6, default settings, unpaced client ...",
               flush=True)
         notes["djust_default_unpaced"] = djust_unpaced_default(ctx, path, size)
@@ -623,7 +641,10 @@ def main() -> int:
             ("tus-node-server", lambda: resume_tus(ctx, path, size, crc, tus_chunk)),
         ):
             print(f"[{tp.fmt_size(size)}] drop at 50 %: {name} ...", flush=True)
-            r = fn()
+            try:
+                r = fn()
+            except Exception as exc:  # noqa: BLE001 - recorded in the results and printed
+                r = {"system": name, "size": size, "error": repr(exc)[:2000]}
             print(f"    connections {r.get('connections')}, resume offsets "
                   f"{r.get('resume_offsets')}, bytes re-sent {r.get('bytes_resent')}, "
                   f"crc32c ok {r.get('crc32c_ok')}, {r.get('error', '')}", flush=True)
@@ -644,7 +665,7 @@ def main() -> int:
     out.write_text(json.dumps({
         "timestamp": stamp, "argv": sys.argv, "machine": tp.machine(), "versions": vers,
         "runs": [r.to_json() for r in runs], "targets": targets, "resume": resumes,
-        "notes": notes, "table": text}, indent=2, default=str))
+        "notes": notes, "load_end": load(), "table": text}, indent=2, default=str))
     print(f"\nresults: {out}")
     return 0
 
