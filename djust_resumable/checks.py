@@ -88,6 +88,22 @@ def _check_redis(s: Any) -> list[Any]:
     if not isinstance(s.REDIS_CLUSTER, bool):
         out.append(Error("REDIS_CLUSTER must be True or False.", id="djust_resumable.E010"))
         return out
+    if s.REDIS_SENTINELS:
+        from .redis_client import sentinel_addresses
+
+        try:
+            sentinel_addresses(s)
+        except (TypeError, ValueError):
+            out.append(Error("REDIS_SENTINELS must list 'host:port' strings.",
+                             id="djust_resumable.E013"))
+        if not s.REDIS_SENTINEL_MASTER:
+            out.append(Error("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is empty.",
+                             hint="Set it to the master name of `sentinel monitor <name> ...`.",
+                             id="djust_resumable.E014"))
+        if s.REDIS_CLUSTER:
+            out.append(Error("REDIS_CLUSTER and REDIS_SENTINELS exclude each other.",
+                             hint="A Redis Cluster fails over by itself; drop one of them.",
+                             id="djust_resumable.E015"))
     if not s.REDIS_CLUSTER:
         return out
     try:

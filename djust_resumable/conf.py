@@ -23,6 +23,11 @@ DEFAULTS: dict[str, Any] = {
     # and sweeper use redis-py's cluster client. The channel layer (channels-redis) cannot use
     # a cluster: point CHANNEL_LAYERS at a plain Redis or Sentinel (docs/deploy.md).
     "REDIS_CLUSTER": False,
+    # Redis Sentinel: ["host:port", ...] of the sentinels and the name of the monitored master.
+    # When set, the ledger asks them for the current master (and follows a failover);
+    # REDIS_URL then only gives the database, user and password (its host is not used).
+    "REDIS_SENTINELS": [],
+    "REDIS_SENTINEL_MASTER": "",
     # Prefix of every Redis key the ledger writes.
     "KEY_PREFIX": "djr",
     # "s3", "local", or a dotted path to a Sink class.
@@ -76,6 +81,8 @@ DEFAULTS: dict[str, Any] = {
 class ResumableSettings:
     REDIS_URL: str
     REDIS_CLUSTER: bool
+    REDIS_SENTINELS: tuple[str, ...]
+    REDIS_SENTINEL_MASTER: str
     KEY_PREFIX: str
     SINK: str
     STORAGE_PREFIX: str
@@ -111,4 +118,9 @@ def get_settings(overrides: dict[str, Any] | None = None) -> ResumableSettings:
     if overrides:
         merged.update(overrides)
     names = {f.name for f in fields(ResumableSettings)}
+    # A tuple keeps the frozen settings hashable (the bridge caches services by settings).
+    sentinels = merged.get("REDIS_SENTINELS")
+    if isinstance(sentinels, (list, tuple)):
+        merged["REDIS_SENTINELS"] = tuple(tuple(x) if isinstance(x, list) else x
+                                          for x in sentinels)
     return ResumableSettings(**{k: v for k, v in merged.items() if k in names})

@@ -5,8 +5,10 @@ sweeper and the sessions command through ``Ledger.from_settings``; the metrics v
 :func:`sync_client`), so a deployment switches to Redis Cluster with one setting:
 
 * ``REDIS_CLUSTER: False`` — ``REDIS_URL`` names one Redis (``redis://``, ``rediss://`` or
-  ``unix://``); a Sentinel-managed master is reached the same way through whatever address
-  your Sentinel setup publishes (see docs/deploy.md).
+  ``unix://``).
+* ``REDIS_SENTINELS: ["host:26379", ...]`` with ``REDIS_SENTINEL_MASTER`` — the master that
+  the sentinels name, followed across failovers; ``REDIS_URL`` gives only database, user and
+  password.
 * ``REDIS_CLUSTER: True`` — ``REDIS_URL`` names any one node of the cluster (database 0: a
   cluster has no other); redis-py discovers the others and follows ``MOVED``/``ASK``.
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -86,6 +88,15 @@ def async_client(settings: ResumableSettings) -> AsyncClient:
         "health_check_interval": 10, "socket_connect_timeout": 2, "socket_timeout": 10}
     if settings.REDIS_CLUSTER:
         return ResilientRedisCluster.from_url(settings.REDIS_URL, **common)
+    if settings.REDIS_SENTINELS:
+        from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+        # retry/retry_on_error go to each connection: on a failover the old master answers
+        # READONLY or drops the socket, the connection asks the sentinels again, the retry
+        # re-sends on the new master.
+        sentinel = AsyncSentinel(sentinel_addresses(settings), sentinel_kwargs=_SENTINEL_KW)
+        return sentinel.master_for(settings.REDIS_SENTINEL_MASTER, **_url_auth(settings),
+                                   **common)
     return aioredis.Redis.from_url(settings.REDIS_URL, **common)
 
 
@@ -96,7 +107,43 @@ def sync_client(settings: ResumableSettings) -> redis.Redis | RedisCluster:
     if settings.REDIS_CLUSTER:
         return RedisCluster.from_url(settings.REDIS_URL, socket_connect_timeout=2,
                                      socket_timeout=5)
+    if settings.REDIS_SENTINELS:
+        from redis.sentinel import Sentinel
+
+        sentinel = Sentinel(sentinel_addresses(settings), sentinel_kwargs=_SENTINEL_KW)
+        return sentinel.master_for(settings.REDIS_SENTINEL_MASTER, **_url_auth(settings),
+                                   socket_connect_timeout=2, socket_timeout=5)
     return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+
+
+#: Timeouts of the connections to the sentinels themselves (seconds).
+_SENTINEL_KW: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 2}
+
+
+def sentinel_addresses(settings: ResumableSettings) -> list[tuple[str, int]]:
+    """``REDIS_SENTINELS`` as ``(host, port)`` pairs; entries are ``"host:port"`` strings or
+    ``[host, port]`` pairs (port 26379 when absent). Raises ValueError for a malformed one."""
+    out: list[tuple[str, int]] = []
+    for item in settings.REDIS_SENTINELS:
+        if isinstance(item, str):
+            host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
+            out.append((host, int(port)))
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            out.append((str(item[0]), int(item[1])))
+        else:
+            raise ValueError(f"bad sentinel address {item!r}")
+    return out
+
+
+def _url_auth(settings: ResumableSettings) -> dict[str, Any]:
+    """Database, user and password of ``REDIS_URL`` (for the master found by Sentinel)."""
+    parts = urlsplit(settings.REDIS_URL)
+    out: dict[str, Any] = {"db": url_db(settings.REDIS_URL)}
+    if parts.username:
+        out["username"] = unquote(parts.username)
+    if parts.password:
+        out["password"] = unquote(parts.password)
+    return out
 
 
 def url_db(url: str) -> int:

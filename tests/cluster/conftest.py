@@ -7,12 +7,14 @@ both picked free, so the fixture never depends on ``port + 10000`` being free or
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +40,10 @@ class ClusterNode(RedisServer):
         persist = ["--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
         # The production node config (deploy/redis/cluster-node.conf), with this machine's
         # ports and directory: the recipe itself is what the cluster tests run on.
-        args = [REDIS_SERVER, str(NODE_CONF), "--port", str(self.port), "--bind", self.host,
+        conf = self.dir / "cluster-node.conf"  # a private copy (CONFIG REWRITE safe)
+        if not conf.exists():
+            shutil.copyfile(NODE_CONF, conf)
+        args = [REDIS_SERVER, str(conf), "--port", str(self.port), "--bind", self.host,
                 "--dir", str(self.dir), "--save", "", *persist,
                 "--daemonize", "no", "--cluster-port", str(self.bus_port),
                 "--cluster-config-file", str(self.dir / "nodes.conf")]
@@ -139,3 +144,127 @@ def redis_cluster_aof(tmp_path: Path) -> Iterator[RedisCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+# --------------------------------------------------------------------------- Sentinel
+
+DEPLOY_REDIS = NODE_CONF.parent
+
+
+class ConfiguredRedis(RedisServer):
+    """redis-server started from a config file of deploy/redis/ plus command-line overrides
+    (this machine's port, bind address and directory come last and win)."""
+
+    def __init__(self, directory: Path, conf: Path, *extra: str, sentinel: bool = False) -> None:
+        super().__init__(directory)
+        self.conf = conf
+        self.extra = list(extra)
+        self.sentinel = sentinel
+
+    def start(self, timeout: float = 20.0) -> ConfiguredRedis:
+        # A private copy: Sentinel makes its instances CONFIG REWRITE their config file.
+        conf = self.dir / f"run-{self.conf.name}"
+        if not conf.exists():
+            shutil.copyfile(self.conf, conf)
+        args = [REDIS_SERVER, str(conf)]
+        if self.sentinel:
+            args.append("--sentinel")
+        args += ["--port", str(self.port), "--bind", self.host, "--dir", str(self.dir),
+                 "--daemonize", "no", *self.extra]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
+        self._wait_ping(timeout)
+        return self
+
+
+@dataclass
+class SentinelSet:
+    """A master and a replica (deploy/redis/redis.conf + sentinel-node.conf) watched by one
+    sentinel
+    (deploy/redis/sentinel.conf, quorum lowered to 1) under the master name ``djr``."""
+
+    master: ConfiguredRedis
+    replica: ConfiguredRedis
+    sentinel: ConfiguredRedis
+    name: str = "djr"
+
+    @property
+    def url(self) -> str:
+        return self.master.url
+
+    @property
+    def sentinels(self) -> list[str]:
+        return [f"{self.sentinel.host}:{self.sentinel.port}"]
+
+    def cli(self, server: RedisServer, *args: str) -> str:
+        return subprocess.run([REDIS_CLI, "-h", server.host, "-p", str(server.port), *args],
+                              check=True, capture_output=True, text=True, timeout=30).stdout
+
+    def master_port(self) -> int:
+        out = self.cli(self.sentinel, "sentinel", "get-master-addr-by-name", self.name)
+        return int(out.split()[1])
+
+    def role(self, server: RedisServer) -> str:
+        return self.cli(server, "role").split()[0]
+
+    def wait(self, pred: Any, what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > deadline:
+                raise TimeoutError(what)
+            time.sleep(0.2)
+
+    def wait_ready(self) -> None:
+        """Until the replica is in sync and the sentinel knows it (else no failover)."""
+        self.wait(lambda: "master_link_status:up" in self.cli(self.replica, "info",
+                                                               "replication"),
+                  "replica in sync")
+        self.wait(lambda: str(self.replica.port) in self.cli(
+            self.sentinel, "sentinel", "replicas", self.name), "sentinel sees the replica")
+
+    def failover(self) -> None:
+        """``SENTINEL FAILOVER``: the replica becomes master; waits until both agree."""
+        self.cli(self.sentinel, "sentinel", "failover", self.name)
+        self.wait(lambda: self.master_port() == self.replica.port
+                  and self.role(self.replica) == "master"
+                  and self.role(self.master) == "slave", "failover done")
+
+    def stop(self) -> None:
+        for s in (self.sentinel, self.replica, self.master):
+            s.stop()
+
+
+@pytest.fixture
+def redis_sentinel(tmp_path: Path) -> Iterator[SentinelSet]:
+    """A private master + replica + sentinel set (``.url``, ``.sentinels``, ``.failover()``,
+    ``.master_port()``), stopped at the end of the test."""
+    conf = DEPLOY_REDIS / "redis.conf"
+    # sentinel-node.conf includes redis.conf by an absolute path: pass its own directives
+    # on the command line instead.
+    node = [arg for line in (DEPLOY_REDIS / "sentinel-node.conf").read_text().splitlines()
+            if line.strip() and not line.startswith(("#", "include"))
+            for arg in (f"--{line.split()[0]}", *line.split()[1:])]
+    assert "--min-replicas-to-write" in node
+    fsync = ("--appendfsync", "always", "--save", "", *node)
+    master = ConfiguredRedis(tmp_path / "master", conf, *fsync)
+    replica = ConfiguredRedis(tmp_path / "replica", conf, *fsync)
+    sentinel = ConfiguredRedis(tmp_path / "sentinel", tmp_path / "sentinel.conf", sentinel=True)
+    text = (DEPLOY_REDIS / "sentinel.conf").read_text()
+    text = re.sub(r"(?m)^sentinel monitor djr .*$",
+                  f"sentinel monitor djr 127.0.0.1 {master.port} 1", text)
+    # A forced failover does not wait for down-after; keep the rest of the recipe.
+    (tmp_path / "sentinel.conf").write_text(text)
+    replica.extra += ["--replicaof", "127.0.0.1", str(master.port)]
+    sset = SentinelSet(master, replica, sentinel)
+    try:
+        master.start()
+        replica.start()
+        sentinel.start()
+        sset.wait_ready()
+        yield sset
+    finally:
+        sset.stop()

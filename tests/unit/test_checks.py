@@ -62,3 +62,25 @@ def test_channel_layer_must_not_use_the_ledger_cluster():
                            AWS_STORAGE_BUCKET_NAME="b",
                            CHANNEL_LAYERS=_layer("redis://node-a:7000/0")):
         assert check_settings() == []
+
+
+def test_redis_sentinel_settings():
+    ok = {"REDIS_SENTINELS": ["s1:26379", "s2"], "REDIS_SENTINEL_MASTER": "djr"}
+    assert ids(**ok) == []
+    assert ids(REDIS_SENTINELS=["s1:notaport"],
+               REDIS_SENTINEL_MASTER="djr") == ["djust_resumable.E013"]
+    assert ids(REDIS_SENTINELS=["s1:26379"]) == ["djust_resumable.E014"]
+    assert ids(REDIS_CLUSTER=True, **ok) == ["djust_resumable.E015"]
+
+
+def test_sentinel_addresses_and_url_auth():
+    from djust_resumable.conf import get_settings
+    from djust_resumable.redis_client import _url_auth, sentinel_addresses
+
+    with override_settings(DJUST_RESUMABLE={
+            "REDIS_URL": "redis://app:p%40ss@ignored:1/4",
+            "REDIS_SENTINELS": ["s1:26380", ["s2", 26381], "s3"]}):
+        s = get_settings()
+    assert sentinel_addresses(s) == [("s1", 26380), ("s2", 26381), ("s3", 26379)]
+    assert _url_auth(s) == {"db": 4, "username": "app", "password": "p@ss"}
+    hash(s)  # settings stay hashable (the bridge caches services by them)
