@@ -92,3 +92,11 @@ $(PEERS_VENV)/.installed: bench/peers/requirements.txt
 	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/python -m pip install -q -r bench/peers/requirements.txt
 	@touch $@
+
+# Redis Cluster / Sentinel tests and the deploy/ recipe checks (both also run in `make test`).
+.PHONY: test-cluster test-deploy
+test-cluster: setup
+	$(PY) -m pytest -q -ra tests/cluster
+
+test-deploy: setup
+	$(PY) -m pytest -q -ra tests/deploy
