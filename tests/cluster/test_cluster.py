@@ -26,6 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import RedisClusterException, ResponseError
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from djust_resumable import metrics
 from djust_resumable.client import ResumableUploader
@@ -319,3 +321,48 @@ async def test_whole_cluster_restart_mid_upload(workers, redis_cluster_aof, redi
                               s3_bucket)
     assert rec.durable == rec.size and w.alive()
     assert "Traceback" not in w.log_text()
+
+
+async def test_takeover_through_channel_layer_with_cluster_ledger(
+        workers, redis_cluster, redis_server, token, tmp_path, s3_client, s3_bucket,
+        cluster_ledger):
+    """A second connection on another worker while the first still holds the upload: the
+    new worker asks the holder to hand over through the channel layer (plain Redis) while
+    the lease and the record live in the cluster. Nothing is sent twice."""
+    prefix = _prefix()
+    a, b = workers(2, redis=redis_cluster, channel_redis=redis_server, REDIS_CLUSTER=True,
+                   KEY_PREFIX=prefix)
+    ledger = cluster_ledger(prefix)
+    src = make_random_file(tmp_path / "src.bin", 32 * MiB)
+    seen: dict[str, Any] = {}
+    ready = asyncio.Event()
+    up: ResumableUploader
+
+    async def intruder(ref: str) -> None:
+        async with connect(b.url, compression=None) as ws:
+            await ws.send(json.dumps({"type": "resume", "token": token, "ref": ref}))
+            seen["first"] = json.loads(await ws.recv())
+            ready.set()
+            try:
+                async for raw in ws:
+                    msg = json.loads(raw)
+                    if msg["type"] == "error":
+                        seen["then"] = msg
+            except ConnectionClosed:
+                pass
+            seen["close"] = ws.close_code
+
+    async def on_progress(sent: int, durable: int, total: int) -> None:
+        if "task" not in seen and sent >= 12 * MiB + 4321:
+            seen["task"] = asyncio.create_task(intruder(up.ref))
+            await asyncio.wait_for(ready.wait(), 30)
+
+    up = ResumableUploader([a.url, b.url], token, on_progress=on_progress, backoff_max=1)
+    result = await up.upload(str(src))
+    await asyncio.wait_for(seen["task"], 30)
+    # The intruder got the upload from the live holder on worker a (a handover, not a
+    # lease expiry), then handed it back when the first client returned.
+    assert seen["first"]["type"] == "ready" and seen["first"]["offset"] >= 12 * MiB
+    assert seen["then"]["code"] == "superseded" and seen["close"] == 4009
+    rec = await _check_stored(ledger, result.ref, src, s3_client, s3_bucket)
+    assert rec.attaches >= 3 and result.bytes_resent == 0
