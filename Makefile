@@ -100,3 +100,8 @@ test-cluster: setup
 
 test-deploy: setup
 	$(PY) -m pytest -q -ra tests/deploy
+
+# 50 concurrent uploads of 50 MiB through nginx (bench/load.py; uses or starts `make cluster`).
+.PHONY: bench-load
+bench-load: setup
+	$(PY) bench/load.py
