@@ -45,10 +45,11 @@ async def test_staff_watches_live_upload_and_aborts_it(workers, token, tmp_path,
     ledger = _prefixed_ledger(redis_server.url, prefix)
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    # 1 MiB frames, 0.15 s apart: an 8 MiB part becomes durable every ~1.2 s; the client
-    # stops sending at 40 MiB and stays connected.
+    # 1 MiB frames, 0.15 s apart: an 8 MiB part becomes durable every ~1.2 s. The client
+    # holds after the first part until the admin page is up (a slow machine must not let the
+    # upload run ahead of the page), then goes on to 40 MiB and stays connected.
     src = make_random_file(tmp_path / "live-video.bin", 48 * MiB)
-    held = HeldUpload(w.url, token, src, hold_at=40 * MiB, delay=0.15)
+    held = HeldUpload(w.url, token, src, hold_at=8 * MiB, delay=0.15)
     try:
         ref = await held.wait_durable(ledger, 1)
         async with playwright.async_playwright() as p:
@@ -64,6 +65,7 @@ async def test_staff_watches_live_upload_and_aborts_it(workers, token, tmp_path,
             # The durable column moves without a reload (polling).
             first = await _durable_cell(page, ref)
             assert first >= 0, "the live session is not listed"
+            held.hold_until(40 * MiB)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30
             seen = {first}

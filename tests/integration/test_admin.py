@@ -98,15 +98,22 @@ class HeldUpload:
         self.durable = 0
         self.up = ResumableUploader(url, token, on_progress=self._progress, backoff_max=0.5,
                                     give_up_after=60)
+        self._hold_moved = asyncio.Event()
         self.task = asyncio.create_task(self.up.upload(str(path)))
+
+    def hold_until(self, hold_at: int) -> None:
+        """Let the sender go on until ``hold_at`` bytes have been sent."""
+        self.hold_at = hold_at
+        self._hold_moved.set()
 
     async def _progress(self, sent: int, durable: int, size: int) -> None:
         self.durable = durable
         if asyncio.current_task() is self.task:
             return  # the client's receive loop (acks): never block it, only the sender
-        if sent >= self.hold_at:
-            await asyncio.sleep(3600)  # cancelled when the connection ends
-        elif self.delay:
+        while sent >= self.hold_at:  # cancelled when the connection ends
+            await self._hold_moved.wait()
+            self._hold_moved.clear()
+        if self.delay:
             await asyncio.sleep(self.delay)
 
     async def wait_durable(self, ledger: Any, at_least: int, timeout: float = 30) -> str:
