@@ -496,7 +496,9 @@ def main() -> int:
     ap.add_argument("--djust-default-size", default="256M",
                     help="file size for djust with its defaults (~12 MiB/s; default 256M)")
     ap.add_argument("--tus-max-size", default="4G", help="largest size for tus (default 4G)")
-    ap.add_argument("--tus-chunk", default="64M", help="tuspy chunk_size (default 64M)")
+    ap.add_argument("--tus-chunk", default="1G",
+                    help="tuspy chunk_size: bytes per PATCH (default 1G: one PATCH per GiB; "
+                    "tuspy's own default sends the whole file in one PATCH, read into memory)")
     ap.add_argument("--resume-size", default="1G", help="file size of the drop-at-50 %% runs")
     ap.add_argument("--repeat", default="1G:2",
                     help="SIZE:N,... timed uploads per system for files up to SIZE; the table "
@@ -654,10 +656,12 @@ def main() -> int:
     table, targets = report(runs, report_sizes)
     lines = [table, "", "drop at 50 % (bytes re-sent):"]
     for r in resumes:
+        # A resume that skipped bytes re-sent nothing meaningful: show the loss instead.
+        resent = "n/a" if "stored_size" in r and r["stored_size"] != r["size"] else r.get(
+            "bytes_resent")
         lines.append(f"  {tp.fmt_size(r['size']):>7}  {r['system']:<58} conns "
                      f"{r.get('connections')}  resume at {r.get('resume_offsets')}  re-sent "
-                     f"{r.get('bytes_resent')}  crc ok {r.get('crc32c_ok')}  "
-                     f"{r.get('error', '')}")
+                     f"{resent}  crc ok {r.get('crc32c_ok')}  {r.get('error', '')}")
     text = "\n".join(lines)
     print()
     print(text)
