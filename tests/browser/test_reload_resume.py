@@ -56,7 +56,7 @@ def _rows(page, n: int, timeout_ms: int = 180_000):
 def test_reload_then_pick_again_resumes_and_another_file_starts_over(
         workers, av_browser, av_shots, redis_server, s3_client, s3_bucket, tmp_path):
     site = prepare(workers(1)[0])
-    size = 128 * MiB + 777
+    size = 96 * MiB + 777
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = random_file(tmp_path / "a" / "clip.bin", size)

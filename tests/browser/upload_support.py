@@ -21,7 +21,9 @@ MiB = 1024 * 1024
 #: messages) and records each ``ready`` offset and ``error`` code. Measures the client from
 #: outside, without trusting its own counters.
 TRACE = """(() => {
-    const T = window.__djr = {ready: [], sent: 0, sockets: 0, opens: 0, resumes: 0, errors: []};
+    if (window.__djr) return;  // once per document
+    const T = window.__djr = {ready: [], sent: 0, sockets: 0, opens: 0, resumes: 0, errors: [],
+                              loaded: Date.now()};
     const Real = window.WebSocket;
     const send = Real.prototype.send;
     Real.prototype.send = function (data) {
@@ -121,6 +123,19 @@ async def _attached(redis_url: str, ref: str) -> list[int]:
                 if e["event"] == "attached"]
     finally:
         await lg.close()
+
+
+async def _events(redis_url: str, ref: str) -> list[dict[str, Any]]:
+    lg = _ledger(redis_url)
+    try:
+        return await lg.events(ref)
+    finally:
+        await lg.close()
+
+
+def events(redis_url: str, ref: str) -> list[dict[str, Any]]:
+    """The upload's ledger timeline (``{"event": ..., ...}``), oldest first."""
+    return _run(_events(redis_url, ref))
 
 
 def attached_pids(redis_url: str, ref: str) -> list[int]:
