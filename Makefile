@@ -105,3 +105,9 @@ test-deploy: setup
 .PHONY: bench-load
 bench-load: setup
 	$(PY) bench/load.py
+
+# One 10 GiB upload through nginx, two SIGKILLs of the holder and a Redis restart on the way;
+# sha256, worker RSS and phase times (tests/faults/big_upload.py; DJR_BIG_GIB=N to resize).
+.PHONY: test-big
+test-big: setup
+	$(PY) -m pytest -q -ra -s tests/faults/big_upload.py

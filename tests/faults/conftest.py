@@ -9,6 +9,7 @@ rendered with these ports by ``deploy/local_cluster.py``. Every client talks to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -183,10 +184,11 @@ def _start_nginx(prefix: Path, port: int, upstream_ports: list[int]) -> subproce
     return proc
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, moto_server: MotoServer,
-            s3_client: Any) -> Iterator[Cluster]:
-    base = tmp_path_factory.mktemp("cluster")
+@contextlib.contextmanager
+def topology(base: Path, moto_server: MotoServer, s3_client: Any,
+             **settings: Any) -> Iterator[Cluster]:
+    """Start the whole topology under ``base``; ``settings`` are added to the workers'
+    ``DJUST_RESUMABLE`` (over ``CLUSTER_SETTINGS``). Everything is stopped on exit."""
     redis = RedisServer(base / "redis", aof=True).start()
     bucket = f"djr-faults-{uuid.uuid4().hex[:12]}"
     s3_client.create_bucket(Bucket=bucket)
@@ -212,7 +214,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, moto_server: MotoServer,
                "AWS_STORAGE_BUCKET_NAME": bucket,
                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "DJR_DB_PATH": str(base / "db.sqlite3"),
-               "DJR_SETTINGS_JSON": json.dumps(CLUSTER_SETTINGS),
+               "DJR_SETTINGS_JSON": json.dumps({**CLUSTER_SETTINGS, **settings}),
                "PYTHONUNBUFFERED": "1"}
         for i in range(3):
             workers.append(Worker(port=free_port(), env=env,
@@ -234,6 +236,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, moto_server: MotoServer,
                 p.kill()
                 p.wait(10)
         redis.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, moto_server: MotoServer,
+            s3_client: Any) -> Iterator[Cluster]:
+    with topology(tmp_path_factory.mktemp("cluster"), moto_server, s3_client) as c:
+        yield c
 
 
 @pytest.fixture
