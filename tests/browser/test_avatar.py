@@ -147,7 +147,10 @@ def test_connection_cut_mid_upload_resumes(workers, av_page, av_shots, tmp_path)
     socket after ~300 KB: the client reconnects, resumes at the server's offset, finishes
     with the whole-file CRC32C (checked by the server), and Save finds the entry."""
     page, shots = av_page, av_shots
-    w = prepare(workers(1, MAX_FRAME_BYTES=64 * 1024)[0])
+    # The file is smaller than the window, so the client may send all of it (and `finish`)
+    # at once: the server's rate limit keeps most of it unread when the cut comes (without
+    # it, on a busy machine the upload sometimes completed before the cut).
+    w = prepare(workers(1, MAX_FRAME_BYTES=64 * 1024, RATE_LIMIT_BYTES_PER_SECOND=512 * 1024)[0])
     src = tmp_path / "big.png"
     data = png_bytes(256, 256) + bytes(range(256)) * 6000  # ~1.7 MB, still a PNG
     src.write_bytes(data)
