@@ -57,7 +57,8 @@ def test_300mib_upload_survives_severed_connections(workers, traced_page, av_sho
                                                      redis_server, s3_client, s3_bucket,
                                                      tmp_path):
     page = traced_page
-    (w,) = workers(1)
+    # Rate limit: the cut always lands mid-upload, however fast the machine.
+    (w,) = workers(1, RATE_LIMIT_BYTES_PER_SECOND=64 * MiB)
     prepare(w)
     src = random_file(tmp_path / "disk-image.bin", 300 * MiB + 4321)
     size = src.stat().st_size
@@ -91,7 +92,7 @@ def test_sigkill_of_the_holding_worker_resumes_on_the_other(workers, traced_page
                                                            redis_server, s3_client, s3_bucket,
                                                            tmp_path):
     page = traced_page
-    ws = workers(2)
+    ws = workers(2, RATE_LIMIT_BYTES_PER_SECOND=32 * MiB)
     for w in ws:
         prepare(w)
     src = random_file(tmp_path / "footage.bin", 96 * MiB + 99)

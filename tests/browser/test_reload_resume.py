@@ -33,6 +33,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 av_browser = avatar_support.av_browser
 av_shots = avatar_support.av_shots
 
+#: Per-connection rate limit of the workers: the reload always lands mid-upload, however
+#: fast the machine.
+RATE = 16 * MiB
 PART = 8 * MiB  # the server's part size (DEFAULTS["PART_SIZE"]) = the client's window
 
 #: In the page: fingerprint the file of a throwaway (non-djust) input and remember `ref`
@@ -55,8 +58,8 @@ def _rows(page, n: int, timeout_ms: int = 180_000):
 
 def test_reload_then_pick_again_resumes_and_another_file_starts_over(
         workers, av_browser, av_shots, redis_server, s3_client, s3_bucket, tmp_path):
-    site = prepare(workers(1)[0])
-    size = 96 * MiB + 777
+    site = prepare(workers(1, RATE_LIMIT_BYTES_PER_SECOND=RATE)[0])
+    size = 80 * MiB + 777
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = random_file(tmp_path / "a" / "clip.bin", size)
@@ -132,8 +135,8 @@ def test_same_fingerprint_other_content_fails_the_check_and_starts_over(
     the file it has (the prefix CRC is recomputed from the local file, never trusted from
     IndexedDB), so the server's whole-object check fails, the mixed object is discarded, and
     the client sends this file again from byte 0."""
-    site = prepare(workers(1)[0])
-    size = 40 * MiB + 5
+    site = prepare(workers(1, RATE_LIMIT_BYTES_PER_SECOND=RATE)[0])
+    size = 48 * MiB + 5
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = random_file(tmp_path / "a" / "notes.bin", size)
