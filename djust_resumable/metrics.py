@@ -263,11 +263,11 @@ def metrics_view(request: Any) -> Any:
     wrapping view): it exposes counts, not upload contents."""
     from django.http import HttpResponse
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
 
     try:
         body = generate_latest(_registry())
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:  # the latter: no cluster node answers
         log.warning("metrics unavailable: %s", exc)
         return HttpResponse("# ledger unavailable\n", status=503,
                             content_type="text/plain; charset=utf-8")

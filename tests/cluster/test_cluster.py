@@ -37,7 +37,7 @@ from djust_resumable.redis_client import sync_client
 from djust_resumable.service import UploadService, UploadWriter
 from djust_resumable.sinks import get_sink
 from djust_resumable.tokens import UploadGrant
-from tests.helpers import make_random_file, sha256_file
+from tests.helpers import free_port, make_random_file, sha256_file
 from tests.integration.conftest import ROOT, object_sha256
 
 from .conftest import RedisCluster
@@ -366,3 +366,16 @@ async def test_takeover_through_channel_layer_with_cluster_ledger(
     assert seen["then"]["code"] == "superseded" and seen["close"] == 4009
     rec = await _check_stored(ledger, result.ref, src, s3_client, s3_bucket)
     assert rec.attaches >= 3 and result.bytes_resent == 0
+
+
+def test_metrics_view_answers_503_when_no_cluster_node_answers():
+    """redis-py's cluster client raises RedisClusterException (not a RedisError) when no
+    node answers; the metrics view still answers 503, not a server error."""
+    from django.test import RequestFactory
+    from django.test.utils import override_settings
+
+    port = free_port()  # nothing listens there
+    with override_settings(DJUST_RESUMABLE={"REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                                            "REDIS_CLUSTER": True, "KEY_PREFIX": _prefix()}):
+        resp = metrics.metrics_view(RequestFactory().get("/metrics/"))
+    assert resp.status_code == 503 and b"ledger unavailable" in resp.content
