@@ -216,6 +216,8 @@ def stop() -> int:
 
 def status() -> int:
     files = _pid_files()
+    if not files:
+        print("[cluster] not running (no pid files in .run/cluster/pids)")
     for f in files:
         info = json.loads(f.read_text())
         ok = _alive(info["pid"]) and _is_ours(info["pid"], info["marker"])

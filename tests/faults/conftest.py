@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -126,7 +127,17 @@ class Cluster:
         for e in reversed(await ledger.events(ref)):
             if e["event"] == "attached":
                 return self.worker_by_pid(int(str(e["worker"]).rsplit(":", 1)[1]))
-        raise LookupError(f"{ref} never attached")
+        # The timeline keeps its last 200 events: on a big upload part_stored events push
+        # the attach out. The workers' own log lines (timestamped, with the pid) remain.
+        latest: tuple[str, int] | None = None
+        for w in self.workers:
+            for m in re.finditer(rf"^(\S+ \S+) \d+ djust_resumable INFO attached ref={ref} "
+                                 r".*? worker=\S+:(\d+) ", w.log_text(), re.M):
+                if latest is None or m.group(1) > latest[0]:
+                    latest = (m.group(1), int(m.group(2)))
+        if latest is None:
+            raise LookupError(f"{ref} never attached")
+        return self.worker_by_pid(latest[1])
 
     async def attach_workers(self, ledger: Ledger, ref: str) -> list[int]:
         """pids of the workers of every ``attached`` event, in order."""
