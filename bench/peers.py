@@ -582,7 +582,11 @@ def main() -> int:
         r = tp.ours_upload(workdir, ours_env, pif, token, path, size, warm_path, pids,
                            DEFAULTS["ENDPOINT_PATH"], None)
         r.extra["load_before"] = ld
-        assert r.extra["connections"] == 1 and r.extra["bytes_resent"] == 0, r.extra
+        # A second connection is recorded, not fatal: see "keepalive during completion" in
+        # docs/benchmarks.md (the streaming figure is measured before it).
+        assert r.extra["bytes_resent"] == 0, r.extra
+        if r.extra["connections"] != 1:
+            r.system += f" [{r.extra['connections']} conns]"
         return r
 
     def raw_run(path: Path, size: int, crc: int, c: int) -> tp.Run:
