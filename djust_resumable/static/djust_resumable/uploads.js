@@ -947,6 +947,8 @@
             setFormPending(form, false);
             if (!form.isConnected) return;
             if (results.length && !results.some(Boolean)) return;
+            // The submit event is dispatched synchronously inside requestSubmit; the flag
+            // is cleared after it either way (constraint validation may cancel the submit).
             form._djrRelease = true;
             try {
                 if (typeof form.requestSubmit === 'function') {
@@ -956,8 +958,9 @@
                     form.dispatchEvent(new Event('submit', { bubbles: true, cancelable: true }));
                 }
             } catch (err) {
-                form._djrRelease = false;
                 console.error('[djust_resumable] re-submit failed: %o', err);
+            } finally {
+                form._djrRelease = false;
             }
         });
     }
