@@ -106,3 +106,25 @@ def test_submit_without_uploads_passes_straight_to_djust(av_browser, workers):
         assert "Choose an image first" in page.inner_text("#avatar-error")
     finally:
         ctx.close()
+
+
+def test_held_submit_is_dropped_when_the_upload_fails(slow_site, traced_page, av_shots,
+                                                      tmp_path):
+    """auto_upload=False, an .exe renamed .png: Save starts the upload, the server refuses
+    it (magic bytes), and the held submit is dropped: the view shows the typed refusal from
+    ``dj-upload-error``, not the "choose an image first" a premature ``save_avatar`` would."""
+    page = traced_page
+    src = tmp_path / "totally-an-image.png"
+    src.write_bytes(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00"
+                    + b"\x00" * 48 + b"This program cannot be run in DOS mode." + b"\x00" * 9000)
+    open_slot(page, slow_site.base + "/avatar/on-save/", "avatar")
+    page.set_input_files("#avatar-input", str(src))
+    page.click("#save")
+    page.wait_for_selector("#avatar-error", timeout=30_000)
+    page.wait_for_function(
+        "() => !document.querySelector('form[data-djust-form-pending]')", timeout=10_000)
+    page.wait_for_timeout(1000)  # a wrongly released submit would replace the message
+    assert "not a valid image" in page.inner_text("#avatar-error")
+    assert page.query_selector("#avatar-card") is None
+    assert "invalid_content" in trace(page)["errors"]
+    page.screenshot(path=str(av_shots / "refused.png"))
