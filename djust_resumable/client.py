@@ -12,6 +12,7 @@ server's durable offset. ``finish`` carries the whole file's CRC32C, which the s
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import inspect
 import json
@@ -29,6 +30,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from .protocol import FRAME_DATA, HEADER, ref_to_bytes
 
 MiB = 1024 * 1024
+#: Bytes of the file's head sent with ``resume`` (the server keeps HEAD_BYTES, 4 KiB).
+HEAD_CHECK_BYTES = 4096
 
 
 class UploadFailed(Exception):
@@ -80,6 +83,13 @@ def fingerprint(path: str) -> str:
             f.seek(max(MiB, size - MiB))
             h.update(f.read(MiB))
     return h.hexdigest()[:40]
+
+
+def _head_b64(path: str) -> str:
+    """The file's first 4 KiB, base64: the server compares them with the head bytes it kept
+    before it lets a resume continue (docs/protocol.md, ``resume``)."""
+    with open(path, "rb") as f:
+        return base64.b64encode(f.read(HEAD_CHECK_BYTES)).decode("ascii")
 
 
 def _crc_prefix(path: str, end: int) -> int:
@@ -174,7 +184,8 @@ class ResumableUploader:
                                           "fingerprint": fp}))
             else:
                 await ws.send(json.dumps({"type": "resume", "id": "1", "token": self.token,
-                                          "ref": self.ref, "fingerprint": fp}))
+                                          "ref": self.ref, "fingerprint": fp,
+                                          "head": await asyncio.to_thread(_head_b64, path)}))
             msg = await self._recv(ws)
             if msg["type"] == "done":
                 return self._result(msg, size)

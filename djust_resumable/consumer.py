@@ -174,7 +174,7 @@ class UploadConsumer(AsyncWebsocketConsumer):
         else:
             got = await self.service.attach(
                 ref, grant, self.conn_id, self.channel_name or "", self._ack,
-                self._request_handover, msg.get("fingerprint"))
+                self._request_handover, msg.get("fingerprint"), msg.get("head"))
             if isinstance(got, Done):
                 await self._send({**got.to_wire(), **_id(msg)})
                 return

@@ -18,6 +18,7 @@ Parsing never trusts the client: every malformed input raises a typed ``Resumabl
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import struct
@@ -35,6 +36,9 @@ CLIENT_TYPES = frozenset({"open", "resume", "finish", "cancel"})
 MAX_CONTROL_BYTES = 16 * 1024
 MAX_NAME_CHARS = 255
 MAX_FINGERPRINT_CHARS = 128
+#: Largest ``head`` a ``resume`` may carry (bytes, before base64): the server keeps the
+#: file's first HEAD_BYTES (4 KiB by default) and compares what both have.
+MAX_HEAD_CHECK_BYTES = 8192
 MAX_ID_CHARS = 64
 # A MIME type as S3 will put it in a header: printable ASCII, no CR/LF (header injection).
 _MIME = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(?:\s*;[ -~]*)?")
@@ -110,6 +114,15 @@ def _ref(msg: dict[str, Any]) -> str:
     return ref.lower()
 
 
+def _head(value: Any) -> bytes:
+    if not isinstance(value, str) or len(value) > (MAX_HEAD_CHECK_BYTES + 2) // 3 * 4:
+        raise BadMessage(f"head must be base64 of at most {MAX_HEAD_CHECK_BYTES} bytes")
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise BadMessage("head is not valid base64") from exc
+
+
 def parse_control(text: str) -> dict[str, Any]:
     """Validate a client control message and return it normalised.
 
@@ -117,7 +130,8 @@ def parse_control(text: str) -> dict[str, Any]:
 
         {"type": "open", "id"?: str, "token": str, "name": str, "size": int,
          "content_type"?: str, "fingerprint"?: str}
-        {"type": "resume", "id"?: str, "token": str, "ref": str, "fingerprint"?: str}
+        {"type": "resume", "id"?: str, "token": str, "ref": str, "fingerprint"?: str,
+         "head"?: str}      # base64 of the file's first <= MAX_HEAD_CHECK_BYTES bytes
         {"type": "finish", "ref": str, "crc32c"?: int}      # CRC32C of the whole file
         {"type": "cancel", "ref": str, "token"?: str}
 
@@ -143,6 +157,8 @@ def parse_control(text: str) -> dict[str, Any]:
                 raise BadMessage("fingerprint must be a string of at most 128 characters")
             _utf8("fingerprint", fp)
             out["fingerprint"] = fp
+    if kind == "resume" and msg.get("head") is not None:
+        out["head"] = _head(msg["head"])
     elif kind == "cancel" and msg.get("token") is not None:
         # Lets the owner cancel an upload that is not open on this connection.
         out["token"] = _token(msg)

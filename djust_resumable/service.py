@@ -126,8 +126,14 @@ class UploadService:
     # -- attach -------------------------------------------------------------------------------
     async def attach(self, ref: str, grant: UploadGrant, conn_id: str, channel: str,
                      on_ack: AckCallback, request_handover: HandoverCallback | None = None,
-                     fingerprint: str | None = None) -> UploadWriter | Done:
+                     fingerprint: str | None = None,
+                     head: bytes | None = None) -> UploadWriter | Done:
         """Become the writer of ``ref`` (a fresh upload or a resume on any worker).
+
+        ``fingerprint`` (the client's) and ``head`` (the file's first bytes, as the client
+        reads them now) must agree with what the ledger recorded: the fingerprint as sent at
+        ``open``, the head bytes as they arrived. A different file that merely shares name and
+        size is refused instead of completing a mixed object (tus/tus.io#93).
 
         Returns ``Done`` when the upload is already complete (a client that missed ``done``),
         else a writer positioned at the durable offset with any spilled tail restored.
@@ -137,6 +143,9 @@ class UploadService:
         rec = await self.lookup(ref, grant)
         if fingerprint and rec.fingerprint and fingerprint != rec.fingerprint:
             raise NotFound("this upload belongs to another file")
+        n = min(len(head), len(rec.head)) if head is not None else 0
+        if n and head is not None and head[:n] != rec.head[:n]:
+            raise NotFound("this upload belongs to another file (head bytes differ)")
         if rec.state in ("complete", "consumed"):
             return _done(rec)
         if rec.state in ("failed", "aborted", "expired"):

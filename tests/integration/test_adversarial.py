@@ -474,6 +474,49 @@ async def test_fingerprint_binds_resume_to_the_file(workers, token):
     assert w.alive()
 
 
+async def test_head_bytes_bind_resume_to_the_file(workers, token, ledger_reader):
+    """A resume carrying the file's first bytes is refused when they differ from the head
+    bytes the ledger kept, even with the same fingerprint (a client whose fingerprint
+    cannot tell two files apart): nothing of the other file is written."""
+    import base64
+
+    (w,) = workers(1, PREFERRED_PART_SIZE=PS)
+    data = os.urandom(10_000)
+    async with connect(w.url, compression=None) as ws:
+        c = Raw(ws)
+        ref = (await c.call(type="open", token=token, name="a", size=PS, fingerprint="fp")
+               )["ref"]
+        await ws.send(encode_data(ref, 0, data))
+        assert (await c.until("progress"))["received"] == len(data)
+    ledger = ledger_reader()
+    for _ in range(100):  # the closed connection spills its tail
+        rec = await ledger.get(ref)
+        if rec.durable == len(data):
+            break
+        await asyncio.sleep(0.1)
+    assert rec.head == data[:4096] and rec.durable == len(data)
+    other = bytearray(data[:4096])
+    other[4000] ^= 1
+    async with connect(w.url, compression=None) as ws:
+        c = Raw(ws)
+        m = await c.call(type="resume", token=token, ref=ref, fingerprint="fp",
+                         head=base64.b64encode(bytes(other)).decode())
+        assert m["code"] == "not_found"
+        m = await c.call(type="resume", token=token, ref=ref, fingerprint="fp", head="%%%")
+        assert m["code"] == "bad_message"
+        m = await c.call(type="resume", token=token, ref=ref, fingerprint="fp",
+                         head=base64.b64encode(b"x" * 9000).decode())
+        assert m["code"] == "bad_message"
+        # A shorter head (a file smaller than 4 KiB, or a client sending less) is compared
+        # over what both have.
+        m = await c.call(type="resume", token=token, ref=ref, fingerprint="fp",
+                         head=base64.b64encode(data[:100]).decode())
+        assert (m["type"], m["offset"]) == ("ready", len(data))
+    rec = await ledger.get(ref)
+    assert rec.head == data[:4096] and rec.state == "uploading"
+    assert w.alive()
+
+
 async def test_window_ignoring_client_keeps_worker_memory_bounded(workers, token):
     """A client that blasts 60 MiB without waiting for acks: TCP backpressure, bounded RSS."""
     (w,) = workers(1, PREFERRED_PART_SIZE=PS, RATE_LIMIT_BYTES_PER_SECOND=0)

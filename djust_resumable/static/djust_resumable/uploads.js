@@ -133,6 +133,18 @@
 
     function sleep(ms) { return new Promise(function (r) { setTimeout(r, ms); }); }
 
+    // Bytes of the file's head sent with `resume`: the server compares them with the head
+    // bytes it kept (HEAD_BYTES, 4 KiB) before it lets the upload continue.
+    var HEAD_CHECK = 4096;
+
+    function base64(bytes) {
+        var bin = '';
+        for (var i = 0; i < bytes.length; i += 0x8000) {
+            bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+        }
+        return btoa(bin);
+    }
+
     /**
      * The file's fingerprint, at most ~80 characters (the server keeps up to 128):
      * `v2:<size>:<lastModified ms>:<40 hex of SHA-256(name, first MiB, last MiB)>`. Only the
@@ -143,21 +155,23 @@
      */
     async function fingerprint(file) {
         var base = 'v2:' + file.size + ':' + (file.lastModified || 0);
+        var headCheck = null;
         try {
             if (!(window.crypto && crypto.subtle)) return { fp: base, strong: false };
             var MiB = 1024 * 1024;
             var name = new TextEncoder().encode(file.name + '\n');
             var head = await file.slice(0, Math.min(file.size, MiB)).arrayBuffer();
             var tail = await file.slice(Math.max(0, file.size - MiB)).arrayBuffer();
+            headCheck = base64(new Uint8Array(head, 0, Math.min(head.byteLength, HEAD_CHECK)));
             var all = new Uint8Array(name.length + head.byteLength + tail.byteLength);
             all.set(name, 0);
             all.set(new Uint8Array(head), name.length);
             all.set(new Uint8Array(tail), name.length + head.byteLength);
             var digest = new Uint8Array(await crypto.subtle.digest('SHA-256', all));
             var hex = Array.from(digest, function (b) { return b.toString(16).padStart(2, '0'); });
-            return { fp: base + ':' + hex.join('').slice(0, 40), strong: true };
+            return { fp: base + ':' + hex.join('').slice(0, 40), strong: true, head: headCheck };
         } catch (_e) {
-            return { fp: base, strong: false };
+            return { fp: base, strong: false, head: headCheck };
         }
     }
 
@@ -461,6 +475,7 @@
     Upload.prototype.start = async function () {
         var f = await fingerprint(this.file);
         this.fp = f.fp;
+        this.head = f.head;
         if (f.strong) {
             this.key = memoryKey(this.uploadName, this.fp);
             var rec = await memory.get(this.key);
@@ -517,8 +532,10 @@
             // After a reload the token is the newly mounted view's (configs are per mount).
             var token = self.config().token;
             if (self.ref) {
-                ws.send(JSON.stringify({ type: 'resume', id: 'r' + gen, token: token, ref: self.ref,
-                                         fingerprint: self.fp }));
+                var resume = { type: 'resume', id: 'r' + gen, token: token, ref: self.ref,
+                               fingerprint: self.fp };
+                if (self.head) resume.head = self.head;
+                ws.send(JSON.stringify(resume));
             } else {
                 ws.send(JSON.stringify({ type: 'open', id: 'o' + gen, token: token,
                                          name: self.file.name, size: self.file.size,
