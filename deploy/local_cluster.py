@@ -143,7 +143,7 @@ def _spawn(name: str, args: list[str], env: dict[str, str], marker: str) -> int:
     record its pid and the marker its cmdline must contain for ``stop`` to signal it."""
     log = CLUSTER_DIR / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    with open(log, "wb") as out:  # a fresh log per `start`: greps see this run only
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     _pid_dir().mkdir(parents=True, exist_ok=True)
