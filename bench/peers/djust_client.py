@@ -169,6 +169,11 @@ class DjustUploader:
             self.connections += 1
             self.resume_offsets.append(offset)
             refb = uuid.UUID(self.ref).bytes
+            # 15-uploads.js labels the next frame floor(bytes_received / chunk_size) but seeks
+            # to bytes_received itself; this client seeks to that chunk's start, which is the
+            # same offset whenever bytes_received is a whole number of chunks (it is up to
+            # 2,047 bytes earlier with djust's over-estimate for 63 KiB frames: see
+            # docs/benchmarks.md, "Peers").
             index = offset // self.chunk
             offset = index * self.chunk
             waiter = asyncio.create_task(self._recv_json(ws, {"__never__"}))
