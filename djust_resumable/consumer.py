@@ -26,6 +26,7 @@ from .errors import (
     Aborted,
     BadMessage,
     Internal,
+    LeaseLost,
     LedgerUnavailable,
     NotFound,
     NotOpen,
@@ -256,7 +257,9 @@ class UploadConsumer(AsyncWebsocketConsumer):
                 if not ok and self.writers.get(ref) is w:
                     self.writers.pop(ref, None)
                     await w.detach(spill=False)
-                    await self._send(Superseded("the lease was lost").to_wire(ref))
+                    # Expired and taken by another connection (a lease nobody took is
+                    # reclaimed by renew, lua/_lib.lua): retryable, the client resumes.
+                    await self._send(LeaseLost("the lease expired and was taken").to_wire(ref))
 
     async def _request_handover(self, holder_channel: str, ref: str, requester: str) -> None:
         if self.channel_layer is None or not holder_channel:

@@ -15,7 +15,8 @@ end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('SET', KEYS[2], epoch .. '|' .. ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
 if state == 'registered' then redis.call('HSET', KEYS[1], 'state', 'uploading') end
-redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'holder_channel', ARGV[2], 'updated', ARGV[5])
+redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'holder_channel', ARGV[2], 'updated', ARGV[5],
+  'lease_ms', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'attaches', 1)
 refresh(tonumber(ARGV[4]), KEYS[1], KEYS[3])
 return {'ok', tostring(epoch)}

@@ -230,9 +230,10 @@ async def test_redis_unreachable_for_5_seconds(fresh: Cluster, tmp_path):
     await t.upload(on_progress)
     await st["task"]  # type: ignore[misc]
     t.row.notes = f"at {at / MiB:.1f} MiB; client saw {','.join(t.uploader.seen) or '-'}"
-    # The lease expired during the outage: the holder drops the writer unspilled (its
-    # spill would be fenced) and the client resumes from the durable offset by itself.
-    await t.finish(max_resent=PART)
+    # The lease expired during the outage but nobody took the upload: the holder's next
+    # ledger write reclaims it (lua/_lib.lua) and the upload goes on on the same socket,
+    # nothing re-sent (before the reclaim: lease_lost, a reconnect and one part re-sent).
+    await t.finish(max_resent=0)
 
 
 async def test_s3_500_and_503_slowdown_on_part_uploads(fresh: Cluster, tmp_path):

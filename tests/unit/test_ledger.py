@@ -71,6 +71,42 @@ async def test_acquire_busy_then_epoch_fences_old_holder(ledger):
     assert await ledger.renew(r.ref, b.epoch)
 
 
+async def test_expired_lease_is_reclaimed_only_when_nobody_else_came(ledger):
+    """A Redis outage (or a stall) longer than the lease: the holder's next write re-creates
+    its lease when no acquire happened since (same epoch), nobody released it and the upload
+    is writable; otherwise it stays fenced."""
+    lease_key = lambda r: f"djr:{{{r.ref}}}:lease"  # noqa: E731
+    r = rec()
+    await ledger.register(r)
+    a = await ledger.acquire(r.ref, "connA", "chanA")
+    await ledger.r.delete(lease_key(r))  # expired, nobody came
+    durable, *_ = await ledger.commit_part(r.ref, a.epoch, part(1), 123)
+    assert durable == PS
+    assert (await ledger.r.get(lease_key(r))).decode() == f"{a.epoch}|connA|chanA"
+    assert 0 < await ledger.r.pttl(lease_key(r)) <= ledger.lease_ms
+    assert (await ledger.r.hget(f"djr:{{{r.ref}}}:meta", "reclaims")) == b"1"
+    # The reclaimed lease is a real lease: another connection finds it busy.
+    assert (await ledger.acquire(r.ref, "connB", "chanB")).status == "busy"
+    await ledger.r.delete(lease_key(r))
+    assert await ledger.renew(r.ref, a.epoch)  # renew reclaims too
+    # Expired and then taken by B: A stays fenced even after B's lease expires in turn.
+    await ledger.r.delete(lease_key(r))
+    b = await ledger.acquire(r.ref, "connB", "chanB")
+    await ledger.r.delete(lease_key(r))
+    with pytest.raises(LeaseLost):
+        await ledger.commit_part(r.ref, a.epoch, part(2), 456)
+    # B released: its lease is gone on purpose, a late write of B's is not a reclaim.
+    b2 = await ledger.acquire(r.ref, "connB", "chanB")
+    assert await ledger.release(r.ref, b2.epoch)
+    assert not await ledger.renew(r.ref, b2.epoch)
+    # Aborted while the lease was expired: no reclaim.
+    c = await ledger.acquire(r.ref, "connC", "chanC")
+    await ledger.r.delete(lease_key(r))
+    await ledger.r.hset(f"djr:{{{r.ref}}}:meta", "state", "aborted")
+    assert not await ledger.renew(r.ref, c.epoch)
+    assert b.epoch < b2.epoch < c.epoch
+
+
 async def test_acquire_missing_and_terminal(ledger):
     with pytest.raises(NotFound):
         await ledger.acquire("b" * 32, "c", "ch")
