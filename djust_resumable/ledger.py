@@ -134,7 +134,7 @@ class Ledger:
         self.lease_ms = int(settings.LEASE_TTL * 1000)
         self._scripts = {name: self.r.register_script(_load_script(name)) for name in (
             "register", "acquire", "renew", "release", "commit_part", "spill", "transition",
-            "set_fields", "expire", "drop_tail")}
+            "set_fields", "expire", "drop_tail", "event")}
 
     @classmethod
     def from_settings(cls, settings: ResumableSettings) -> Ledger:
@@ -198,13 +198,10 @@ class Ledger:
 
     async def event(self, ref: str, kind: str, **data: Any) -> None:
         """Append to the upload's timeline (for the admin page); best effort."""
-        key = self._k(ref, "events")
         item = json.dumps({"t": now_ms(), "event": kind, **data}, separators=(",", ":"))
-        async with self.r.pipeline(transaction=False) as p:
-            p.rpush(key, item)
-            p.ltrim(key, -EVENTS_KEPT, -1)
-            p.expire(key, self.ttl)
-            await p.execute()
+        # lua/event.lua: when full, the oldest part_stored entry goes first, so milestones
+        # (attached on worker X, spilled, ...) survive uploads of thousands of parts.
+        await self._run("event", [self._k(ref, "events")], [item, EVENTS_KEPT, self.ttl])
 
     async def touch_index(self, ref: str) -> None:
         await self.r.zadd(self.index_key, {ref: now_ms()})

@@ -189,6 +189,34 @@ async def test_events_and_index(ledger):
     assert await ledger.r.zscore(ledger.index_key, r.ref) is not None
 
 
+async def test_timeline_keeps_milestones_over_thousands_of_parts(ledger):
+    from djust_resumable.ledger import EVENTS_KEPT
+
+    r = rec()
+    await ledger.register(r)
+    await ledger.event(r.ref, "attached", worker="w1")
+    for n in range(1, EVENTS_KEPT + 150):
+        await ledger.event(r.ref, "part_stored", part=n)
+        if n == 120:
+            await ledger.event(r.ref, "attached", worker="w2")
+    ev = await ledger.events(r.ref)
+    assert len(ev) == EVENTS_KEPT
+    kinds = [e["event"] for e in ev]
+    # Every milestone survived, in order; the newest part entries are there.
+    assert [e.get("worker") for e in ev if e["event"] == "attached"] == ["w1", "w2"]
+    assert kinds[0] == "registered"
+    parts = [e["part"] for e in ev if e["event"] == "part_stored"]
+    assert parts == list(range(EVENTS_KEPT + 150 - len(parts), EVENTS_KEPT + 150))
+    assert 0 < await ledger.r.ttl(f"djr:{{{r.ref}}}:events") <= ledger.ttl
+    # Only milestones: the oldest go, as plain trimming would.
+    r2 = rec("b" * 32)
+    await ledger.register(r2)
+    for n in range(EVENTS_KEPT + 5):
+        await ledger.event(r2.ref, "attached", n=n)
+    ev = await ledger.events(r2.ref)
+    assert len(ev) == EVENTS_KEPT and ev[-1]["n"] == EVENTS_KEPT + 4 and ev[0]["n"] == 5
+
+
 async def test_set_fields_is_fenced(ledger):
     r = rec()
     await ledger.register(r)
