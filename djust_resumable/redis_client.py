@@ -47,6 +47,28 @@ RETRIES = 40
 BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
 
 
+class RaceSafeConnection(aioredis.Connection):
+    """redis-py's asyncio ``Connection`` that reports a write racing a close as the
+    connection error it is.
+
+    When a connection is closed while a command is being written (seen with every cluster
+    node restarting under load), redis-py raises ``AttributeError: 'NoneType' object has no
+    attribute 'writelines'`` or ``TypeError: 'NoneType' object is not callable`` from the
+    stream writer (redis/redis-py#3546; fix proposed upstream in #4217). Those escape
+    redis-py's retry policy and reach the client as ``internal``. Here they become
+    ``ConnectionError`` (the connection is already dropped), which the retries handle; any
+    other AttributeError/TypeError is re-raised unchanged."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        try:
+            await super().send_packed_command(command, check_health)
+        except (AttributeError, TypeError) as exc:
+            if "NoneType" not in str(exc):
+                raise
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"connection closed while writing: {exc}") from exc
+
+
 class ResilientRedisCluster(AsyncRedisCluster):
     """redis-py's asyncio ``RedisCluster`` that rides out a cluster it cannot reach.
 
@@ -55,6 +77,14 @@ class ResilientRedisCluster(AsyncRedisCluster):
     not as a ``RedisError``: the service would answer ``internal`` instead of the retryable
     ``ledger_unavailable``. Here (re)discovery is retried with the same backoff as the plain
     client (``RETRIES``, ``BACKOFF``) and then fails with redis-py's ``ConnectionError``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # redis-py's cluster hard-codes its Connection class; nodes discovered later are
+        # built from nodes_manager.connection_kwargs, the startup nodes already exist.
+        self.nodes_manager.connection_kwargs["connection_class"] = RaceSafeConnection
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = RaceSafeConnection
 
     async def initialize(self, *args: Any, **kwargs: Any) -> ResilientRedisCluster:
         failures = 0
@@ -97,7 +127,8 @@ def async_client(settings: ResumableSettings) -> AsyncClient:
         sentinel = AsyncSentinel(sentinel_addresses(settings), sentinel_kwargs=_SENTINEL_KW)
         return sentinel.master_for(settings.REDIS_SENTINEL_MASTER, **_url_auth(settings),
                                    **common)
-    return aioredis.Redis.from_url(settings.REDIS_URL, **common)
+    return aioredis.Redis.from_url(settings.REDIS_URL, connection_class=RaceSafeConnection,
+                                   **common)
 
 
 def sync_client(settings: ResumableSettings) -> redis.Redis | RedisCluster:

@@ -320,14 +320,9 @@ async def test_whole_cluster_restart_mid_upload(workers, redis_cluster_aof, redi
     rec = await _check_stored(cluster_ledger(prefix, cluster.url), result.ref, src, s3_client,
                               s3_bucket)
     assert rec.durable == rec.size and w.alive()
-    # No unexpected error, except redis-py's known race (redis/redis-py#3546, fix proposed in
-    # #4217): a write racing a connection close while every node restarts raises
-    # AttributeError on `_writer.writelines` instead of ConnectionError. The consumer answers
-    # it with the typed `internal`, the client resumes, the object is byte-exact (above).
-    blocks = w.log_text().split("Traceback (most recent call last):")[1:]
-    unexpected = [b for b in blocks
-                  if not ("redis/asyncio/connection.py" in b and ".writelines(" in b)]
-    assert not unexpected, unexpected[0][:3000]
+    # No traceback at all: redis-py's writer-close race (redis/redis-py#3546), seen here
+    # under load, is a retried ConnectionError (redis_client.RaceSafeConnection).
+    assert "Traceback" not in w.log_text()
 
 
 async def test_takeover_through_channel_layer_with_cluster_ledger(
