@@ -52,6 +52,15 @@ ASGI_APPLICATION = "project.asgi.application"
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
                          "NAME": env("DJR_DB_PATH", str(BASE_DIR / "db.sqlite3"))}}
 USE_TZ = True
+# Log lines, the admin and `grep attached` in worker logs then all speak UTC.
+TIME_ZONE = "UTC"
+
+# djust's advisory checks that do not apply to this example (they printed ~20 lines before
+# every manage.py command): A030 wants a brute-force protection app for the admin (add one,
+# e.g. django-axes, in production); C401 wants watchdog for hot view replacement (a dev
+# nicety); T018/T002 say templates using {% extends %} are not analysed (the LiveView root
+# is in the child template).
+SILENCED_SYSTEM_CHECKS = ["djust.A030", "djust.C401", "djust.T018", "djust.T002"]
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -3,10 +3,12 @@ from bigfiles.views import FilesView
 from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import path
+from django.views.generic import TemplateView
 
 from djust_resumable.metrics import metrics_view
 
 urlpatterns = [
+    path("", TemplateView.as_view(template_name="index.html"), name="index"),
     path("admin/", admin.site.urls),
     # The seed tutorial's avatar uploader, with resumable=True (example/avatar/).
     path("avatar/", AvatarView.as_view(), name="avatar"),
