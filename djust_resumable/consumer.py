@@ -88,8 +88,12 @@ class UploadConsumer(AsyncWebsocketConsumer):
 
     async def _channel_receive(self) -> dict[str, Any]:
         while True:
+            inner = asyncio.ensure_future(self.channel_layer.receive(self.channel_name))
             try:
-                return await self.channel_layer.receive(self.channel_name)
+                return await asyncio.shield(inner)
+            except asyncio.CancelledError:
+                await _cancel_hard(inner)
+                raise
             except (RedisError, OSError) as exc:
                 log.warning("channel layer unavailable (%s); retrying", exc)
                 await asyncio.sleep(1.0)
@@ -297,6 +301,20 @@ class UploadConsumer(AsyncWebsocketConsumer):
         await self._send(Superseded().to_wire(ref))
         if not self.writers:
             await self.close(code=CLOSE_SUPERSEDED)
+
+
+async def _cancel_hard(task: asyncio.Future[Any], limit: float = 2.0) -> None:
+    """Cancel ``task`` until it ends (at most ``limit`` seconds). A cancellation that lands
+    while channels_redis is between Redis commands of its receive loop can be lost (seen on
+    connections closed right after an error): the receive then goes back to BZPOPMIN every
+    5 s for ever, and uvicorn waits for it on shutdown ("Waiting for background tasks")."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while not task.done() and loop.time() < end:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    if not task.done():
+        log.warning("channel-layer receive ignored cancellation for %.0f s", limit)
 
 
 def _id(msg: dict[str, Any]) -> dict[str, Any]:
