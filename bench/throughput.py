@@ -8,7 +8,7 @@ One run starts its own redis-server and moto_server (free ports), then for every
     streaming = first UploadPart start -> last UploadPart done; completion =
     CompleteMultipartUpload. The faster streaming of c=1 / c=4 is the ceiling.
 (b) the same file through our endpoint (a fresh uvicorn process of example/project per
-    upload, ``--ws websockets --ws-per-message-deflate false``) with ``ResumableUploader``,
+    upload, ``--ws websockets-sansio --ws-per-message-deflate false``) with ``ResumableUploader``,
     once per PARTS_IN_FLIGHT value (default 1 and 4, passed via DJR_SETTINGS_JSON).
     streaming = first frame sent -> durable == size (on_progress); completion = durable == size
     -> ``done`` received (the client has sent ``finish`` by then: it sends it right after the
@@ -787,8 +787,8 @@ def main() -> int:
     ap.add_argument("--only", choices=["raw", "ours"], help="run only one side")
     ap.add_argument(
         "--ws",
-        default="websockets",
-        help="uvicorn --ws implementation (default websockets, as the tests use)",
+        default="websockets-sansio",
+        help="uvicorn --ws implementation (default: websockets-sansio, as everywhere else)",
     )
     ap.add_argument(
         "--server-env",

@@ -53,6 +53,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if s.MAX_OBJECT_SIZE > 5 * 1024 * GiB and s.SINK == "s3":
         out.append(Warning("MAX_OBJECT_SIZE above S3's 5 TiB object limit.",
                            id="djust_resumable.W003"))
+    if s.COMPLETE_TIMEOUT < 60:
+        out.append(Error("COMPLETE_TIMEOUT must be at least 60 seconds.",
+                         hint="S3 may take minutes to complete a big multipart upload; a "
+                              "shorter read timeout re-sends CompleteMultipartUpload while the "
+                              "first one still runs.", id="djust_resumable.E016"))
     if not s.STORAGE_PREFIX or s.STORAGE_PREFIX.startswith("/"):
         out.append(Error("STORAGE_PREFIX must be a relative key prefix such as 'resumable/'.",
                          id="djust_resumable.E009"))

@@ -67,6 +67,11 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_MAX_AGE": 24 * 3600,
     # Threads running blocking storage calls (boto3), shared by every upload of a process.
     "STORAGE_THREADS": 8,
+    # Read timeout (seconds) of CompleteMultipartUpload alone. S3 may take minutes to
+    # assemble a big object (moto: O(size), ~15 s per GiB here); with botocore's default 60 s
+    # the call timed out and was re-sent while the first was still running. The other calls
+    # keep the client's own timeout (AWS_S3_CLIENT_CONFIG), so a dead connection is noticed.
+    "COMPLETE_TIMEOUT": 900,
     # Bytes of each file's head kept in the ledger for magic-byte checks.
     "HEAD_BYTES": 4 * KiB,
     # URL path of the upload WebSocket.
@@ -103,6 +108,7 @@ class ResumableSettings:
     HANDOVER_TIMEOUT: float
     TOKEN_MAX_AGE: int
     STORAGE_THREADS: int
+    COMPLETE_TIMEOUT: float
     HEAD_BYTES: int
     ENDPOINT_PATH: str
     MAX_DATA_BYTES: int

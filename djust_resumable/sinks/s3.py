@@ -64,13 +64,24 @@ def _fail(what: str, exc: BaseException) -> StorageError:
     return err
 
 
-def _client_from_django(settings: ResumableSettings) -> tuple[Any, str]:
-    """A boto3 S3 client and bucket name built exactly as django-storages would build them.
+def _client_from_django(settings: ResumableSettings) -> tuple[Any, str, Any]:
+    """Two boto3 S3 clients and the bucket name, built exactly as django-storages builds them:
+    ``(client, bucket, complete_client)``.
 
     django-storages owns the meaning of every ``AWS_*`` setting (endpoint, region, credentials,
     addressing style, AWS_S3_CLIENT_CONFIG). We only add standard-mode retries when the user's
     client config has none, and enough HTTP connections for our thread pool.
+    ``complete_client`` is the same configuration with ``read_timeout = COMPLETE_TIMEOUT``
+    for CompleteMultipartUpload alone (S3 may take minutes to assemble a big object).
     """
+    client, bucket = _django_client(settings)
+    complete_client, _ = _django_client(
+        settings, Config(read_timeout=float(settings.COMPLETE_TIMEOUT)))
+    return client, bucket, complete_client
+
+
+def _django_client(settings: ResumableSettings, override: Config | None = None
+                   ) -> tuple[Any, str]:
     from storages.backends.s3 import S3Storage
 
     storage = S3Storage()
@@ -83,7 +94,10 @@ def _client_from_django(settings: ResumableSettings) -> tuple[Any, str]:
     if (getattr(cfg, "max_pool_connections", None) or 10) < threads + 2:
         extra["max_pool_connections"] = threads + 2
     if extra:
-        storage.client_config = cfg.merge(Config(**extra))
+        cfg = cfg.merge(Config(**extra))
+    if override is not None:
+        cfg = cfg.merge(override)
+    storage.client_config = cfg
     # boto3 clients are thread-safe (resources are not): keep only the client.
     return storage.connection.meta.client, storage.bucket_name
 
@@ -100,12 +114,15 @@ class S3Sink(Sink):
     def __init__(self, settings: ResumableSettings | None = None, *, client: Any = None,
                  bucket: str | None = None) -> None:
         super().__init__(settings)
+        complete_client = client
         if client is None:
-            client, default_bucket = _client_from_django(self.settings)
+            client, default_bucket, complete_client = _client_from_django(self.settings)
             bucket = bucket or default_bucket
         if not bucket:
             raise StorageError("s3 sink needs AWS_STORAGE_BUCKET_NAME")
         self.client = client
+        # CompleteMultipartUpload only: the same settings with a long read timeout.
+        self.complete_client = complete_client
         self.bucket = bucket
         alg = (self.settings.CHECKSUM or "").upper() or None
         if alg not in (None, "CRC32C", "SHA256"):
@@ -179,7 +196,7 @@ class S3Sink(Sink):
         try:
             if want_full:
                 try:
-                    resp = self.client.complete_multipart_upload(
+                    resp = self.complete_client.complete_multipart_upload(
                         **kw, ChecksumType="FULL_OBJECT", ChecksumCRC32C=crc32c_b64(full_crc32c))
                 except ClientError as exc:
                     if _code(exc) not in _UNSUPPORTED_CODES or "checksum" not in str(exc).lower():
@@ -187,9 +204,9 @@ class S3Sink(Sink):
                     # Created before the store was found not to support FULL_OBJECT (or by a
                     # worker with other settings): complete it as a composite upload.
                     self._disable_full_object(exc)
-                    resp = self.client.complete_multipart_upload(**kw)
+                    resp = self.complete_client.complete_multipart_upload(**kw)
             else:
-                resp = self.client.complete_multipart_upload(**kw)
+                resp = self.complete_client.complete_multipart_upload(**kw)
         except (ClientError, BotoCoreError) as exc:
             done = self._already_completed(key, total_size, exc)
             if done is not None:

@@ -123,7 +123,7 @@ async def test_full_object_crc32c_on_moto(sink, s3_client):
     key = f"resumable/{os.urandom(6).hex()}"
     data = os.urandom(5 * MiB + 4321)
     created = capture_headers(sink.client, "CreateMultipartUpload")
-    completed = capture_headers(sink.client, "CompleteMultipartUpload")
+    completed = capture_headers(sink.complete_client, "CompleteMultipartUpload")
     _, _, result = await upload(sink, key, data)
     assert created[-1]["x-amz-checksum-type"] == "FULL_OBJECT"
     assert created[-1]["x-amz-checksum-algorithm"] == "CRC32C"
@@ -250,3 +250,37 @@ async def test_reader_issues_ranged_gets_not_a_whole_object_get(sink, moto_serve
 def test_moto_log_records_request_lines(moto_server, s3_client, s3_bucket):
     s3_client.put_object(Bucket=s3_bucket, Key="probe", Body=b"1")
     assert moto_server.count_requests("PUT", rf"^/{s3_bucket}/probe$") == 1
+
+
+async def test_slow_completion_is_sent_once(django_s3_settings, moto_server, s3_bucket):
+    """CompleteMultipartUpload gets its own read timeout (COMPLETE_TIMEOUT): moto assembles
+    512 MiB in seconds, longer than this client's 0.5 s read timeout for every other call,
+    and the completion still goes out exactly once (botocore used to time it out and send it
+    again while the first one was still running)."""
+    import asyncio
+
+    from django.test.utils import override_settings
+
+    settings = django_s3_settings.settings()
+    writer = S3Sink(settings)
+    key = "slow/complete"
+    upload_id = await writer.create(key, "application/octet-stream")
+    chunk = os.urandom(16 * MiB)  # the same bytes in every part: content is not the point
+    parts = []
+    for first in range(1, 33, 4):
+        parts += await asyncio.gather(*(writer.write_part(key, upload_id, n, chunk)
+                                         for n in range(first, first + 4)))
+    with override_settings(AWS_S3_CLIENT_CONFIG=Config(
+            read_timeout=0.5, retries={"mode": "standard", "total_max_attempts": 5})):
+        sink = S3Sink(settings)
+    assert sink.client.meta.config.read_timeout == 0.5
+    assert sink.complete_client.meta.config.read_timeout == settings.COMPLETE_TIMEOUT
+    before = moto_server.count_complete_multipart(s3_bucket)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    done = await sink.complete(key, upload_id, sorted(parts, key=lambda p: p.number), None,
+                               32 * 16 * MiB)
+    elapsed = loop.time() - t0
+    assert done.size == 512 * MiB
+    assert elapsed > 0.5, "moto completed faster than the short timeout: the test proves nothing"
+    assert moto_server.count_complete_multipart(s3_bucket) - before == 1

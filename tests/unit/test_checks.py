@@ -20,6 +20,7 @@ def test_actionable_errors():
     assert ids(PARTS_IN_FLIGHT=0) == ["djust_resumable.E006"]
     assert ids(MAX_FRAME_BYTES=10) == ["djust_resumable.E007"]
     assert ids(STORAGE_PREFIX="/abs/") == ["djust_resumable.E009"]
+    assert ids(COMPLETE_TIMEOUT=30) == ["djust_resumable.E016"]
     assert ids(NOPE=1) == ["djust_resumable.W001"]
 
 
