@@ -19,13 +19,13 @@ import json
 import mimetypes
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import google_crc32c
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from .protocol import FRAME_DATA, HEADER, ref_to_bytes
 
@@ -34,15 +34,31 @@ MiB = 1024 * 1024
 HEAD_CHECK_BYTES = 4096
 
 
-class UploadFailed(Exception):
-    """The server refused the upload for good (a non-retryable typed error), or the client
-    gave up after ``give_up_after`` seconds without a working connection."""
+#: Server error codes this client never retries although the wire may mark them retryable:
+#: the client holds one fixed token, so reconnecting with it cannot cure an expired or bad
+#: one (a browser page can fetch a fresh token; docs/protocol.md, *Error codes*).
+TOKEN_CODES = ("token_expired", "bad_token")
 
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+
+class UploadFailed(Exception):
+    """The upload ended for good: the server refused it with a typed error that retrying
+    cannot fix (``code`` is the wire code, e.g. ``too_large``; ``token_expired``), the
+    server rejected the WebSocket handshake with HTTP 4xx (``code`` ``rejected``, wrong
+    URL path or route), the endpoint does not speak this protocol (``not_upload_endpoint``),
+    or the client gave up after ``give_up_after`` seconds without a working connection
+    (``code`` is the last retry reason's code, e.g. ``unreachable``).
+
+    ``retryable``: True when the same upload may succeed later by resuming its ref with the
+    same token (the server or network was unavailable), False when something must change
+    first (the token, the URL, the file, the slot's limits)."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None,
+                 retryable: bool = False) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.details = details or {}
+        self.retryable = retryable
 
 
 class _Retry(Exception):
@@ -70,6 +86,33 @@ class UploadResult:
 
 
 ProgressCallback = Callable[[int, int, int], Any]  # (sent offset, durable offset, size)
+RetryCallback = Callable[[str, float], Any]  # (reason, seconds until the next attempt)
+ReadyCallback = Callable[[str, int], Any]  # (ref, durable offset the upload resumes at)
+
+
+def retry_reason(exc: BaseException) -> tuple[str, str]:
+    """``(code, human reason)`` of a failed attempt that will be retried, e.g.
+    ``("unreachable", "connection refused")``; ``code`` ends up in UploadFailed when the
+    client gives up."""
+    if isinstance(exc, _Retry):
+        return str(exc.args[0]), f"server answered {exc.args[0]}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "unreachable", "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "unreachable", "connection reset"
+    if isinstance(exc, InvalidStatus):
+        return "unreachable", f"server answered HTTP {exc.response.status_code}"
+    if isinstance(exc, InvalidHandshake):
+        return "unreachable", f"WebSocket handshake failed ({exc})"
+    if isinstance(exc, ConnectionClosed):
+        rc = exc.rcvd
+        return "unreachable", ("connection closed" if rc is None
+                               else f"connection closed (code {rc.code})")
+    if isinstance(exc, TimeoutError):
+        return "unreachable", "timed out"
+    if isinstance(exc, OSError):
+        return "unreachable", exc.strerror or str(exc) or type(exc).__name__
+    return "unreachable", str(exc) or type(exc).__name__
 
 
 def fingerprint(path: str) -> str:
@@ -109,16 +152,30 @@ class ResumableUploader:
     """Upload one file per ``upload()`` call.
 
     ``urls``: one endpoint URL or several (tried in turn on reconnect, like a balancer).
-    ``give_up_after``: seconds without a successful connection before raising the last error.
+    ``give_up_after``: seconds without a successful connection before UploadFailed; only
+    faults a retry can cure wait that long (refused/reset connections, HTTP 5xx, retryable
+    server errors). HTTP 4xx handshake rejections, non-retryable server errors and the
+    ``fatal_codes`` end the upload at once.
+    ``fatal_codes``: server error codes never retried (default: the token errors, which
+    this client cannot cure since it holds one fixed token).
     ``on_progress(sent, durable, size)``: called after every frame and ack (may be async).
+    ``on_retry(reason, delay)``: called before each backoff sleep of ``delay`` seconds with a
+    short reason such as ``"connection refused"`` (may be async).
+    ``on_ready(ref, offset)``: called when the server answers ``ready`` (may be async):
+    from then on the upload can be resumed by ``ref``, even by another process.
     """
 
     def __init__(self, urls: str | list[str], token: str, *, on_progress: ProgressCallback | None
                  = None, backoff_initial: float = 0.2, backoff_max: float = 5.0,
-                 give_up_after: float = 300.0, open_timeout: float = 10.0) -> None:
+                 give_up_after: float = 300.0, open_timeout: float = 10.0,
+                 on_retry: RetryCallback | None = None, on_ready: ReadyCallback | None = None,
+                 fatal_codes: Collection[str] = TOKEN_CODES) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         self.token = token
         self.on_progress = on_progress
+        self.on_retry = on_retry
+        self.on_ready = on_ready
+        self.fatal_codes = frozenset(fatal_codes)
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.give_up_after = give_up_after
@@ -136,8 +193,9 @@ class ResumableUploader:
 
     async def upload(self, path: str, *, name: str | None = None, content_type: str | None = None,
                      ref: str | None = None) -> UploadResult:
-        """Upload ``path``; resume ``ref`` if given. Raises UploadFailed, or the last
-        connection error after ``give_up_after`` seconds without progress."""
+        """Upload ``path``; resume ``ref`` if given. Raises UploadFailed (see its doc; also
+        after ``give_up_after`` seconds without a working connection), InvalidURI for a URL
+        that is not ``ws://`` or ``wss://``, OSError when the file cannot be read."""
         self.ref = ref
         size = os.path.getsize(path)
         name = name or os.path.basename(path)
@@ -153,22 +211,31 @@ class ResumableUploader:
             before = self.connections
             try:
                 return await self._session(url, path, size, name, ctype, fp)
-            except UploadFailed:
-                raise
-            except InvalidURI:
+            except (UploadFailed, InvalidURI):
                 raise
             except (_Retry, ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
+                if (isinstance(exc, InvalidStatus) and 400 <= exc.response.status_code < 500
+                        and exc.response.status_code not in (408, 429)):
+                    # A wrong path (no route), a refused origin, a plain HTTP route: the same
+                    # request gets the same answer, so do not wait give_up_after for it.
+                    status = exc.response.status_code
+                    raise UploadFailed(
+                        "rejected", f"the server refused the WebSocket connection to {url} "
+                        f"with HTTP {status}; is the URL the upload endpoint (the server's "
+                        "DJUST_RESUMABLE ENDPOINT_PATH)?", {"status": status}) from exc
                 if self.connections > before:
                     last_ok, failures = loop.time(), 0
                 failures += 1
+                code, reason = retry_reason(exc)
                 if loop.time() - last_ok > self.give_up_after:
-                    code = exc.args[0] if isinstance(exc, _Retry) else "unreachable"
-                    raise UploadFailed(str(code), f"gave up after {self.give_up_after:.0f} s "
-                                       f"without progress: {exc}") from exc
+                    raise UploadFailed(code, f"gave up after {self.give_up_after:.0f} s "
+                                       f"without progress: {reason}", retryable=True) from exc
                 delay = min(self.backoff_max, self.backoff_initial * 2 ** min(failures - 1, 10))
                 if isinstance(exc, _Retry) and exc.after:
                     delay = min(delay, float(exc.after))
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                delay *= 0.5 + random.random() / 2
+                await _call(self.on_retry, reason, delay)
+                await asyncio.sleep(delay)
             finally:
                 self._ws = None
 
@@ -186,15 +253,25 @@ class ResumableUploader:
                 await ws.send(json.dumps({"type": "resume", "id": "1", "token": self.token,
                                           "ref": self.ref, "fingerprint": fp,
                                           "head": await asyncio.to_thread(_head_b64, path)}))
-            msg = await self._recv(ws)
-            if msg["type"] == "done":
+            try:
+                msg = await self._recv(ws)
+                kind = msg.get("type") if isinstance(msg, dict) else None
+            except ValueError:  # not JSON
+                kind = None
+            if kind == "done":
                 return self._result(msg, size)
-            if msg["type"] != "ready":
-                raise _Retry(f"unexpected {msg['type']}")
+            if kind != "ready":
+                # Another WebSocket route (djust's LiveView socket answers "connect"): it
+                # will answer the same way on every reconnect.
+                raise UploadFailed(
+                    "not_upload_endpoint", f"{url} does not speak the upload protocol (first "
+                    f"answer: {str(kind or 'not JSON')[:40]!r}); is the URL the upload "
+                    "endpoint (the server's DJUST_RESUMABLE ENDPOINT_PATH)?")
             self.ref = msg["ref"]
             self.connections += 1
             offset = int(msg["offset"])
             self.resume_offsets.append(offset)
+            await _call(self.on_ready, self.ref, offset)
             state = {"durable": offset}
             await self._progress(offset, offset, size)
             acked = asyncio.Event()
@@ -221,10 +298,11 @@ class ResumableUploader:
         if sender is not None and sender.done() and sender.exception():
             raise sender.exception()  # type: ignore[misc]
         msg = json.loads(raw)
-        if msg.get("type") == "error":
-            if msg.get("retryable"):
-                raise _Retry(msg.get("code", "error"), msg.get("retry_after"))
-            raise UploadFailed(msg.get("code", "error"), msg.get("message", ""), msg)
+        if isinstance(msg, dict) and msg.get("type") == "error":
+            code = str(msg.get("code", "error"))
+            if msg.get("retryable") and code not in self.fatal_codes:
+                raise _Retry(code, msg.get("retry_after"))
+            raise UploadFailed(code, str(msg.get("message", "")), msg)
         return msg
 
     async def _send_all(self, ws: ClientConnection, path: str, size: int, offset: int,
@@ -252,12 +330,16 @@ class ResumableUploader:
         await ws.send(json.dumps({"type": "finish", "ref": self.ref, "crc32c": crc}))
 
     async def _progress(self, sent: int, durable: int, size: int) -> None:
-        if self.on_progress is not None:
-            r = self.on_progress(sent, durable, size)
-            if inspect.isawaitable(r):
-                await r
+        await _call(self.on_progress, sent, durable, size)
 
     def _result(self, msg: dict[str, Any], size: int) -> UploadResult:
         return UploadResult(ref=msg["ref"], size=int(msg["size"]), crc32c=int(msg["crc32c"]),
                             etag=msg.get("etag", ""), bytes_sent=self.bytes_sent,
                             connections=self.connections, resume_offsets=self.resume_offsets)
+
+
+async def _call(callback: Callable[..., Any] | None, *args: Any) -> None:
+    if callback is not None:
+        r = callback(*args)
+        if inspect.isawaitable(r):
+            await r
