@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(uploader.upload(args.file, name=args.name,
                                              content_type=args.content_type, ref=args.ref))
     except UploadFailed as exc:
+        bar.leave = False  # no stale 0 % bar above the error line
         bar.close()
         print(f"upload failed: {exc.code}: {exc.message}", file=sys.stderr)
         if exc.code in TOKEN_CODES:
