@@ -440,7 +440,9 @@ class UploadWriter:
             metrics.record_failed(self.ledger)
             raise ChecksumMismatch(f"client CRC32C {client_crc:08x}, stored {rec.crc:08x}")
         await enforce_content(self, rec)
+        # received is otherwise refreshed only at lease renewal: every byte is here now.
         await self.ledger.transition(self.ref, "completing", ("uploading",), self.epoch,
+                                     received=self.size,
                                      **({"client_crc": client_crc} if client_crc else {}))
         return await self.complete(rec)
 

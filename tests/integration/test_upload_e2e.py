@@ -21,6 +21,7 @@ async def test_200mib_upload_is_byte_exact(workers, token, tmp_path, s3_client, 
     result = await ResumableUploader(w.url, token).upload(str(src))
     rec = await ledger_reader().get(result.ref)
     assert rec.state == "complete" and rec.size == 200 * MiB
+    assert rec.received == rec.durable == rec.size  # the admin shows 100 % received
     assert object_sha256(s3_client, s3_bucket, rec.key) == (sha256_file(src), 200 * MiB)
     assert result.crc32c == rec.crc
     assert result.bytes_resent == 0 and result.connections == 1
