@@ -3,7 +3,7 @@
 through it, as through a network path or a load balancer.
 
 * a 300 MiB upload whose connections are all cut mid-way finishes by itself;
-* SIGKILL of the worker holding the upload (found through the ledger's lease and its
+* SIGKILL of the worker holding a 300 MiB upload (found through the ledger's lease and its
   ``attached`` event) while two workers sit behind the proxy: the browser resumes on the
   other worker.
 
@@ -92,14 +92,14 @@ def test_sigkill_of_the_holding_worker_resumes_on_the_other(workers, traced_page
                                                            redis_server, s3_client, s3_bucket,
                                                            tmp_path):
     page = traced_page
-    ws = workers(2, RATE_LIMIT_BYTES_PER_SECOND=32 * MiB)
+    ws = workers(2, RATE_LIMIT_BYTES_PER_SECOND=64 * MiB)
     for w in ws:
         prepare(w)
-    src = random_file(tmp_path / "footage.bin", 96 * MiB + 99)
+    src = random_file(tmp_path / "footage.bin", 300 * MiB + 99)  # the size
     with SeverableProxy([w.port for w in ws]) as proxy:
         open_slot(page, f"http://127.0.0.1:{proxy.port}/files/", "files")
         page.set_input_files("#files-input", str(src))
-        up = wait_received(page, 40 * MiB, timeout_ms=180_000)
+        up = wait_received(page, 100 * MiB, timeout_ms=180_000)
         pid = holder_pid(redis_server.url, up["ref"])
         victim = next(w for w in ws if w.proc is not None and w.proc.pid == pid)
         survivor = next(w for w in ws if w is not victim)
