@@ -201,6 +201,7 @@ class ResumableUploader:
         name = name or os.path.basename(path)
         ctype = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
         fp = await asyncio.to_thread(fingerprint, path)
+        head = await asyncio.to_thread(_head_b64, path)  # read once, sent with every resume
         loop = asyncio.get_running_loop()
         attempt = 0  # rotates URLs
         failures = 0  # consecutive failed attempts: drives the backoff
@@ -210,7 +211,7 @@ class ResumableUploader:
             attempt += 1
             before = self.connections
             try:
-                return await self._session(url, path, size, name, ctype, fp)
+                return await self._session(url, path, size, name, ctype, fp, head)
             except (UploadFailed, InvalidURI):
                 raise
             except (_Retry, ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
@@ -240,7 +241,7 @@ class ResumableUploader:
                 self._ws = None
 
     async def _session(self, url: str, path: str, size: int, name: str, ctype: str,
-                       fp: str) -> UploadResult:
+                       fp: str, head: str) -> UploadResult:
         async with connect(url, compression=None, max_size=16 * MiB,
                            open_timeout=self.open_timeout, ping_interval=20,
                            ping_timeout=60) as ws:
@@ -252,7 +253,7 @@ class ResumableUploader:
             else:
                 await ws.send(json.dumps({"type": "resume", "id": "1", "token": self.token,
                                           "ref": self.ref, "fingerprint": fp,
-                                          "head": await asyncio.to_thread(_head_b64, path)}))
+                                          "head": head}))
             try:
                 msg = await self._recv(ws)
                 kind = msg.get("type") if isinstance(msg, dict) else None

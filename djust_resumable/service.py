@@ -143,9 +143,10 @@ class UploadService:
         rec = await self.lookup(ref, grant)
         if fingerprint and rec.fingerprint and fingerprint != rec.fingerprint:
             raise NotFound("this upload belongs to another file")
-        n = min(len(head), len(rec.head)) if head is not None else 0
-        if n and head is not None and head[:n] != rec.head[:n]:
-            raise NotFound("this upload belongs to another file (head bytes differ)")
+        if head is not None:  # compared over the length both have
+            n = min(len(head), len(rec.head))
+            if head[:n] != rec.head[:n]:
+                raise NotFound("this upload belongs to another file (head bytes differ)")
         if rec.state in ("complete", "consumed"):
             return _done(rec)
         if rec.state in ("failed", "aborted", "expired"):

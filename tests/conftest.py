@@ -70,6 +70,12 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        self._spawn(args, timeout)
+        return self
+
+    def _spawn(self, args: list[str], timeout: float) -> None:
+        """Start ``args`` (a redis-server command line) logging to ``log_path``; wait until
+        it answers PING. Subclasses (cluster nodes, configured servers) build other args."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
@@ -77,7 +83,6 @@ class RedisServer:
         finally:
             log.close()
         self._wait_ping(timeout)
-        return self
 
     def _wait_ping(self, timeout: float) -> None:
         import socket

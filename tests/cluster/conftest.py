@@ -47,13 +47,7 @@ class ClusterNode(RedisServer):
                 "--dir", str(self.dir), "--save", "", *persist,
                 "--daemonize", "no", "--cluster-port", str(self.bus_port),
                 "--cluster-config-file", str(self.dir / "nodes.conf")]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
-        self._wait_ping(timeout)
+        self._spawn(args, timeout)
         return self
 
 
@@ -171,13 +165,7 @@ class ConfiguredRedis(RedisServer):
             args.append("--sentinel")
         args += ["--port", str(self.port), "--bind", self.host, "--dir", str(self.dir),
                  "--daemonize", "no", *self.extra]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
-        self._wait_ping(timeout)
+        self._spawn(args, timeout)
         return self
 
 
