@@ -48,9 +48,19 @@ DEFAULTS: dict[str, Any] = {
     # Complete S3 uploads with a full-object CRC32C (ChecksumType=FULL_OBJECT) when CHECKSUM is
     # CRC32C. Turn off for stores that reject it.
     "FULL_OBJECT_CHECKSUM": True,
-    # Parts uploaded concurrently per upload. The client's window of bytes not yet durable is
-    # PARTS_IN_FLIGHT x part size, so this is also the most a SIGKILL can make the client re-send.
-    "PARTS_IN_FLIGHT": 1,
+    # Parts open at once per upload: one receiving (streamed to the store as its bytes arrive)
+    # and the rest waiting for the store's answer. The client's window of bytes not yet
+    # durable is PARTS_IN_FLIGHT x part size. After a SIGKILL the next worker adopts the parts
+    # the store received in full (ListParts), so the client re-sends the receiving part only;
+    # PARTS_IN_FLIGHT parts is the bound if the store lost them too (docs/durability.md).
+    "PARTS_IN_FLIGHT": 2,
+    # Threads that stream part bodies to the store; each holds one while its client sends a
+    # part, so this bounds how many uploads per process stream at once (others wait in line).
+    "STREAM_THREADS": 64,
+    # A part upload whose client sends nothing for this long (seconds) is given up (the bytes
+    # stay in memory) and started again from its first byte when the client goes on, so a
+    # paused client holds neither a thread nor an idle request the store would time out.
+    "PART_IDLE_TIMEOUT": 10,
     # Largest payload of one binary frame (bytes).
     "MAX_FRAME_BYTES": 1 * MiB,
     # Per-connection rate limit (bytes/second); 0 disables it.
@@ -108,6 +118,8 @@ class ResumableSettings:
     HANDOVER_TIMEOUT: float
     TOKEN_MAX_AGE: int
     STORAGE_THREADS: int
+    STREAM_THREADS: int
+    PART_IDLE_TIMEOUT: float
     COMPLETE_TIMEOUT: float
     HEAD_BYTES: int
     ENDPOINT_PATH: str

@@ -9,6 +9,7 @@ per-connection rate limit, forwards everything to ``UploadService`` and turns ev
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -152,6 +153,11 @@ class UploadConsumer(AsyncWebsocketConsumer):
             if w is not None:
                 await w.detach(spill=exc.code not in ("lease_lost", "superseded"))
 
+    async def _writer_failed(self, w: UploadWriter, exc: ResumableError) -> None:
+        # A part failed in the background: the client may be waiting for acks only.
+        if self.writers.get(w.ref) is w:
+            await self._error(exc, w.ref, None)
+
     def _grant(self, token: str) -> UploadGrant:
         # Verified on every use (an HMAC, microseconds): a token that expires while the
         # connection lives stops granting new work.
@@ -184,6 +190,7 @@ class UploadConsumer(AsyncWebsocketConsumer):
                 await self._send({**got.to_wire(), **_id(msg)})
                 return
             w = self.writers[ref] = got
+            w.on_error = functools.partial(self._writer_failed, w)
         await self._send({
             "type": "ready", "ref": ref, "offset": w.durable, "size": w.size,
             "part_size": w.part_size, "window": w.window,

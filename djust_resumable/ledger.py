@@ -133,7 +133,8 @@ class Ledger:
         self.ttl = int(settings.LEDGER_TTL)
         self.lease_ms = int(settings.LEASE_TTL * 1000)
         self._scripts = {name: self.r.register_script(_load_script(name)) for name in (
-            "register", "acquire", "renew", "release", "commit_part", "spill", "transition",
+            "register", "acquire", "renew", "release", "commit_part", "part_sent", "spill",
+            "transition",
             "set_fields", "expire", "drop_tail", "event")}
 
     @classmethod
@@ -266,6 +267,27 @@ class Ledger:
                               [epoch, part.number, part.to_json(), crc_end, self.ttl, now_ms()])
         self._fenced(res)
         return int(res[1]), int(res[2]), res[3].decode()
+
+    async def part_sent(self, ref: str, epoch: int, number: int, size: int, crc_end: int,
+                        checksum: str | None) -> None:
+        """Note that every byte of part ``number`` (``size`` bytes) went to the store, before
+        it answered; ``crc_end`` is the CRC32C of the file's bytes [0, end of the part).
+        Not durable: lets the next writer adopt the part after a crash (``pending_parts``).
+        Raises LeaseLost, InvalidState."""
+        res = await self._run("part_sent", self._keys(ref, "meta", "parts", "lease"),
+                              [epoch, number, size, crc_end, checksum or "-", self.ttl])
+        self._fenced(res)
+
+    async def pending_parts(self, ref: str) -> dict[int, tuple[int, int, str | None]]:
+        """Parts sent in full but not recorded: ``{number: (size, crc_end, checksum)}``."""
+        raw = await self.r.hgetall(self._k(ref, "parts"))
+        out: dict[int, tuple[int, int, str | None]] = {}
+        for k, v in raw.items():
+            if k.startswith(b"p") and k[1:].isdigit():
+                size, crc_end, checksum = v.decode().split(" ")
+                out[int(k[1:])] = (int(size), int(crc_end),
+                                   None if checksum == "-" else checksum)
+        return out
 
     async def spill(self, ref: str, epoch: int, tail_key: str, offset: int, length: int,
                     crc_end: int) -> tuple[int, str]:

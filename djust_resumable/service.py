@@ -42,7 +42,16 @@ from .errors import (
     TooManyUploads,
 )
 from .ledger import Ledger, UploadRecord, now_ms
-from .sinks.base import CompleteResult, PartInfo, Sink, choose_part_size
+from .sinks.base import (
+    CompleteResult,
+    PartAborted,
+    PartIdle,
+    PartInfo,
+    PartStream,
+    Sink,
+    choose_part_size,
+    crc32c_b64,
+)
 from .tokens import UploadGrant
 from .validation import enforce_content, validate_open
 from .worker import worker_id
@@ -175,6 +184,12 @@ class UploadService:
             await asyncio.sleep(0.1)
         await self.ledger.mark_active(rec.owner, ref, True)
         rec = await self.ledger.require(ref)
+        try:
+            rec = await self._adopt_sent_parts(rec, got.epoch)
+        except BaseException:
+            await self.ledger.release(ref, got.epoch)
+            await self.ledger.mark_active(rec.owner, ref, False)
+            raise
         writer = UploadWriter(self, rec, got.epoch, on_ack)
         try:
             await writer.restore_tail()
@@ -187,6 +202,41 @@ class UploadService:
                  worker_id(), got.epoch, rec.durable)
         metrics.record_attach(self.ledger, rec)
         return writer
+
+    async def _adopt_sent_parts(self, rec: UploadRecord, epoch: int) -> UploadRecord:
+        """Record the parts a previous writer sent in full but died before recording.
+
+        The store finishes a request whose body it received even when the sender is gone
+        (kill -9 right after the last byte), so such a part is durable but unknown to the
+        ledger. Each one the ledger noted as sent (``part_sent``) is looked up with ListParts
+        and adopted when the store holds it with the noted size (and checksum, when the store
+        reports one); the client then re-sends at most the part that was still receiving.
+        Returns the record afresh. Raises StorageError, LeaseLost.
+        """
+        pending = await self.ledger.pending_parts(rec.ref)
+        todo = sorted(n for n in pending if n > rec.parts_done)
+        if not todo or rec.state != "uploading":
+            return rec
+        stored = await self.sink.list_parts(rec.key, rec.upload_id, todo)
+        adopted = []
+        for n in todo:
+            size, crc_end, checksum = pending[n]
+            got = stored.get(n)
+            if got is None or got.size != size:
+                continue
+            if checksum and got.checksum and got.checksum != checksum:
+                continue  # another attempt's bytes: the client re-sends the part
+            info = PartInfo(number=n, etag=got.etag, size=size,
+                            checksum=checksum or got.checksum)
+            _, _, old_tail = await self.ledger.commit_part(rec.ref, epoch, info, crc_end)
+            if old_tail:
+                await self.sink.delete_tail(old_tail)
+            adopted.append(n)
+        if adopted:
+            await self.ledger.event(rec.ref, "parts_adopted", parts=adopted)
+            log.info("adopted ref=%s parts=%s worker=%s", rec.ref, adopted, worker_id())
+            rec = await self.ledger.require(rec.ref)
+        return rec
 
     async def _check_owner_limit(self, owner: str) -> None:
         """Raises TooManyUploads when ``owner`` has MAX_UPLOADS_PER_USER writers attached.
@@ -218,13 +268,38 @@ class UploadService:
             metrics.record_aborted(self.ledger)
 
 
+class _Part:
+    """The part currently receiving bytes: its store request runs while they arrive."""
+
+    def __init__(self, number: int, start: int, stream: PartStream) -> None:
+        self.number = number
+        self.start = start  # file offset of the part's first byte (a part boundary)
+        self.stream = stream
+        self.crc = 0  # CRC32C of the bytes fed so far
+        self.crc_end = 0  # CRC32C of the file's bytes [0, end of part), set when sealed
+        self.more = asyncio.Event()  # set on every feed: wakes a part resting after PartIdle
+        self.abandoned = False
+        self.task: asyncio.Task[None] | None = None
+        self.sent: asyncio.Task[None] | None = None
+
+    @property
+    def length(self) -> int:
+        return self.stream.length
+
+    @property
+    def fed(self) -> int:
+        return self.stream.fed
+
+
 class UploadWriter:
     """The live writer of one upload on one connection.
 
-    Memory is bounded by ``part_size x (PARTS_IN_FLIGHT + 1)`` bytes whatever the file size:
-    one part being filled plus the parts being uploaded. A part buffer grows with the bytes
-    that actually arrive, so a client that declares a huge file (and so gets a big part size)
-    costs memory only for what it sends.
+    Each part is streamed to the store as its bytes arrive (the part's length is known in
+    advance: boundaries are fixed), so a part is stored right after its last byte and
+    receiving overlaps storing. At most ``PARTS_IN_FLIGHT`` parts are open at once: the one
+    receiving plus those waiting for the store's answer. Memory is about one part per
+    upload whatever the file size: a part's bytes are kept only until the store has read
+    them all (for a retry of the request, or a spill of an unfinished part).
     """
 
     def __init__(self, service: UploadService, rec: UploadRecord, epoch: int,
@@ -238,22 +313,27 @@ class UploadWriter:
         self.on_ack = on_ack
         self.size = rec.size
         self.part_size = rec.part_size
-        self.received = rec.durable  # bytes [0, received) are in memory or stored
+        self.received = rec.durable  # bytes [0, received) were fed to parts or are stored
         self.durable = rec.durable
         self.crc = rec.crc  # CRC32C of bytes [0, received)
-        # The part being filled (recycled once stored, so RSS stays flat whatever the file
-        # size), its fill level and the CRC32C of its bytes.
-        self.buf: bytearray | None = None
-        self.buf_len = 0
-        self.part_crc = 0
-        self.buf_start = rec.durable  # file offset of buf[0]; a part boundary
-        self._free: list[bytearray] = []
+        self.cur: _Part | None = None
         self.head = bytearray(rec.head)
         self.head_saved = len(rec.head) >= min(service.settings.HEAD_BYTES, rec.size)
-        self.inflight: list[asyncio.Task[None]] = []
+        self.inflight: list[asyncio.Task[None]] = []  # sealed parts awaiting the store
         self.error: ResumableError | None = None
         self.closed = False
         self.window = rec.part_size * max(1, service.settings.PARTS_IN_FLIGHT)
+        #: Told (once) when a part fails in the background, so the client hears of it even
+        #: while it waits for acks and sends nothing that would meet the error.
+        self.on_error: Callable[[ResumableError], Awaitable[None]] | None = None
+        self._notify: asyncio.Task[None] | None = None
+
+    def _fail(self, exc: ResumableError, notify: bool = True) -> None:
+        if self.error is not None:
+            return
+        self.error = exc
+        if notify and self.on_error is not None and not self.closed:
+            self._notify = asyncio.create_task(self.on_error(exc))
 
     async def restore_tail(self) -> None:
         """Load a spilled tail so this worker continues without the client re-sending it."""
@@ -266,19 +346,19 @@ class UploadWriter:
                         rec.tail_key, durable)
             await self.ledger.event(self.ref, "tail_lost", offset=rec.tail_offset,
                                     resume_at=durable)
-            self.received = self.durable = self.buf_start = durable
+            self.received = self.durable = durable
             self.crc = crc
         elif rec.tail_len > 0:
             data = await self.sink.read_tail(rec.tail_key)
             if len(data) != rec.tail_len:
                 raise StorageError("spilled tail has the wrong length")
-            self.buf = self._new_buffer()
-            self.buf[: len(data)] = data  # extends a fresh (empty) buffer
-            self.buf_len = len(data)
-            self.part_crc = google_crc32c.value(data)
-            self.buf_start = rec.tail_offset
+            part = self._open_part(rec.tail_offset)
+            part.stream.feed(data)
+            part.crc = google_crc32c.value(data)
             await self.ledger.event(self.ref, "tail_restored", offset=rec.tail_offset,
                                     length=rec.tail_len)
+            if part.fed == part.length:  # a tail is shorter than its part; never sealed here
+                raise StorageError("spilled tail fills its whole part")
         elif rec.durable != min(rec.parts_done * rec.part_size, rec.size):
             raise StorageError("ledger durable offset is not a part boundary")
 
@@ -303,26 +383,26 @@ class UploadWriter:
         if offset < self.received:
             payload = payload[self.received - offset:]
         while payload:
-            if self.buf is None:
-                self.buf = self._new_buffer()
-            room = self.part_size - self.buf_len
-            # One read-only copy: google_crc32c refuses memoryviews.
+            part = self.cur
+            if part is None:
+                await self._wait_for_room()
+                part = self._open_part(self.received)
+            room = part.length - part.fed
+            # One read-only copy: google_crc32c refuses memoryviews, and the part keeps the
+            # bytes until the store has read them.
             chunk, payload = bytes(payload[:room]), payload[room:]
             n = len(chunk)
-            # Overwrites a recycled buffer in place; extends a fresh one (buf_len == len).
-            self.buf[self.buf_len: self.buf_len + n] = chunk
-            self.buf_len += n
+            part.stream.feed(chunk)
+            part.more.set()
             self.crc = google_crc32c.extend(self.crc, chunk)
-            self.part_crc = google_crc32c.extend(self.part_crc, chunk)
+            part.crc = google_crc32c.extend(part.crc, chunk)
             # The head is the file's first HEAD_BYTES, kept for magic-byte checks.
             if len(self.head) < self.svc.settings.HEAD_BYTES and self.received == len(self.head):
                 self.head += chunk[: self.svc.settings.HEAD_BYTES - len(self.head)]
             self.received += n
             metrics.record_received(self.ledger, n)  # in-memory sum, flushed once a second
-            if self.buf_len == self.part_size:
-                await self._flush_part()
-        if self.received == self.size and self.buf_len:
-            await self._flush_part()
+            if part.fed == part.length:
+                self._seal(part)
         if not self.head_saved and len(self.head) >= min(self.svc.settings.HEAD_BYTES, self.size):
             self.head_saved = True
             await self._ledger_call(self.ledger.set_fields(self.ref, self.epoch,
@@ -337,66 +417,105 @@ class UploadWriter:
         if self.closed:
             raise InvalidState("writer is closed")
 
-    async def _flush_part(self) -> None:
-        buf, n, part_crc = self.buf, self.buf_len, self.part_crc
-        assert buf is not None
-        self.buf, self.buf_len, self.part_crc = None, 0, 0
-        # Only the last part can be shorter than a recycled buffer; it alone is sliced.
-        data = buf if len(buf) == n else buf[:n]
-        start = self.buf_start
-        self.buf_start = start + n
-        number = start // self.part_size + 1
-        if self.buf_start != self.received:  # the ledger's running CRC needs the part's end
-            raise RuntimeError("part flushed before its last byte arrived")
-        crc_end = self.crc
-        # Bound memory: never more than PARTS_IN_FLIGHT parts uploading at once.
+    async def _wait_for_room(self) -> None:
+        # At most PARTS_IN_FLIGHT parts open: this new one plus those awaiting the store.
+        limit = max(1, self.svc.settings.PARTS_IN_FLIGHT)
         self.inflight = [t for t in self.inflight if not t.done()]
-        while len(self.inflight) >= max(1, self.svc.settings.PARTS_IN_FLIGHT):
+        while len(self.inflight) >= limit:
             await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
             self.inflight = [t for t in self.inflight if not t.done()]
             self._check()
-        task = asyncio.create_task(self._store_part(number, data, part_crc, crc_end, buf))
-        self.inflight.append(task)
-        if self.svc.settings.PARTS_IN_FLIGHT <= 1:
-            await task
-            self._check()
+        self._check()
 
-    def _new_buffer(self) -> bytearray:
-        # A fresh buffer starts empty and grows as bytes arrive (glibc grows large blocks
-        # with mremap, no copy): memory follows bytes received, not the declared size.
-        return self._free.pop() if self._free else bytearray()
+    def _open_part(self, start: int) -> _Part:
+        if start % self.part_size:
+            raise StorageError("a part must start at a part boundary")
+        length = min(self.part_size, self.size - start)
+        part = _Part(start // self.part_size + 1, start, self.sink.part_stream(length))
+        part.task = asyncio.create_task(self._run_part(part))
+        self.cur = part
+        return part
 
-    async def _store_part(self, number: int, data: bytearray, part_crc: int, crc_end: int,
-                          buf: bytearray) -> None:
+    def _seal(self, part: _Part) -> None:
+        """The part's last byte is here: from now on only the store's answer is awaited.
+        Synchronous on purpose: crc_end must be set before the part's task can finish."""
+        part.crc_end = self.crc
+        self.cur = None
+        checksum = (crc32c_b64(part.crc)
+                    if (self.svc.settings.CHECKSUM or "").upper() == "CRC32C" else None)
+        part.sent = asyncio.create_task(self.ledger.part_sent(
+            self.ref, self.epoch, part.number, part.length, part.crc_end, checksum))
+        assert part.task is not None
+        self.inflight.append(part.task)
+
+    async def _upload(self, part: _Part) -> PartInfo:
+        """The part's store request, started again (from its first byte, which the part still
+        holds) after the client paused longer than PART_IDLE_TIMEOUT."""
+        while True:
+            try:
+                return await self.sink.write_part_stream(self.rec.key, self.rec.upload_id,
+                                                         part.number, part.stream)
+            except PartIdle:
+                mark = part.fed
+                while part.fed == mark and not part.abandoned:
+                    part.more.clear()
+                    if part.fed == mark and not part.abandoned:
+                        await part.more.wait()
+                if part.abandoned:
+                    raise PartAborted("part abandoned") from None
+                part.stream.restart()
+
+    async def _run_part(self, part: _Part) -> None:
+        number = part.number
         try:
             t0 = asyncio.get_running_loop().time()
-            part = await self.sink.write_part(self.rec.key, self.rec.upload_id, number, data,
-                                              crc32c=part_crc)
-            # The store has read the buffer: reuse it for a later part.
-            if len(self._free) < self.svc.settings.PARTS_IN_FLIGHT + 1:
-                self._free.append(buf)
+            info = await self._upload(part)
+            assert part.sent is not None  # the store read every byte: the part is sealed
+            try:
+                await part.sent
+            except RedisError:
+                pass  # only a crash-recovery hint; commit_part below is the durable record
             durable, _, old_tail = await self._ledger_call(
-                self.ledger.commit_part(self.ref, self.epoch, part, crc_end))
+                self.ledger.commit_part(self.ref, self.epoch, info, part.crc_end))
             elapsed = asyncio.get_running_loop().time() - t0
-            metrics.record_part(self.ledger, len(data), elapsed)
-            await self.ledger.event(self.ref, "part_stored", part=number, size=len(data),
+            metrics.record_part(self.ledger, info.size, elapsed)
+            await self.ledger.event(self.ref, "part_stored", part=number, size=info.size,
                                     seconds=round(elapsed, 3))
             if old_tail:
                 await self.sink.delete_tail(old_tail)
             if durable > self.durable:
                 self.durable = durable
                 await self.on_ack(self.ref, self.received, durable)
+        except PartAborted:
+            if not part.abandoned:  # the stream failed without the writer asking: say so
+                self._fail(StorageError(f"part {number} upload interrupted"))
         except InvalidState as exc:
             # The record left 'uploading' under us (cancel, admin abort, sweeper): say so.
+            # Whoever moved it (this writer's content check, the client's cancel, an admin
+            # abort) tells the client, with the precise reason: no notice from here.
             state = exc.details.get("state", "")
-            self.error = self.error or (
+            self._fail(
                 Aborted(f"upload is {state}", state=state) if state in ("aborted", "expired")
-                else Failed(f"upload is {state}", state=state) if state == "failed" else exc)
+                else Failed(f"upload is {state}", state=state) if state == "failed" else exc,
+                notify=False)
         except ResumableError as exc:
-            self.error = self.error or exc
+            self._fail(exc)
         except Exception:  # never let a task die silently, never leak its text to the client
             log.exception("part %d of ref=%s failed", number, self.ref)
-            self.error = self.error or Internal()
+            self._fail(Internal())
+
+    async def _abandon_current(self) -> bytes | None:
+        """Give up the receiving part's store request; returns its bytes (for a spill)."""
+        part, self.cur = self.cur, None
+        if part is None:
+            return None
+        data = part.stream.retained()
+        part.abandoned = True
+        part.stream.abort()
+        part.more.set()
+        if part.task is not None:
+            await asyncio.gather(part.task, return_exceptions=True)
+        return data
 
     async def _ledger_call(self, coro):  # type: ignore[no-untyped-def]
         try:
@@ -405,7 +524,7 @@ class UploadWriter:
             raise LedgerUnavailable() from exc
 
     async def drain(self) -> None:
-        """Wait for every part upload in flight; raises the first error any of them hit."""
+        """Wait for every sealed part in flight; raises the first error any of them hit."""
         if self.inflight:
             await asyncio.gather(*self.inflight, return_exceptions=True)
             self.inflight = []
@@ -423,8 +542,6 @@ class UploadWriter:
         if self.received < self.size:
             raise Incomplete(f"{self.size - self.received} bytes missing",
                              offset=self.received)
-        if self.buf_len:
-            await self._flush_part()
         await self.drain()
         rec = await self.ledger.require(self.ref)
         if rec.state in ("complete", "consumed"):
@@ -472,14 +589,19 @@ class UploadWriter:
 
     # -- detach -----------------------------------------------------------------------------
     async def detach(self, spill: bool = True) -> None:
-        """Leave the upload resumable: wait for parts in flight, spill the partial part as a
-        temporary object (so nothing is re-sent), release the lease. Never raises."""
+        """Leave the upload resumable: wait for sealed parts, give up the receiving part's
+        store request and spill its bytes as a temporary object (so nothing is re-sent),
+        release the lease. Never raises."""
         if self.closed:
             return
         try:
-            await self.drain()
-            if spill and self.buf_len and self.error is None:
-                await self._spill()
+            try:
+                await self.drain()
+            finally:
+                start = self.cur.start if self.cur is not None else 0
+                data = await self._abandon_current()
+            if spill and data and self.error is None:
+                await self._spill(start, data)
         except Exception as exc:  # the ledger still holds the last durable state
             log.warning("detach of ref=%s could not spill: %s", self.ref, exc)
         finally:
@@ -487,21 +609,26 @@ class UploadWriter:
             log.info("detached ref=%s user=%s worker=%s durable=%d received=%d", self.ref,
                      self.rec.user, worker_id(), self.durable, self.received)
 
-    async def _spill(self) -> None:
-        assert self.buf is not None
-        tail_key = self.sink.tail_key(self.rec.key, self.ref, self.epoch, self.buf_start)
-        await self.sink.spill_tail(tail_key, bytes(memoryview(self.buf)[: self.buf_len]))
-        durable, old = await self.ledger.spill(self.ref, self.epoch, tail_key, self.buf_start,
-                                               self.buf_len, self.crc)
+    async def _spill(self, start: int, data: bytes) -> None:
+        tail_key = self.sink.tail_key(self.rec.key, self.ref, self.epoch, start)
+        await self.sink.spill_tail(tail_key, data)
+        durable, old = await self.ledger.spill(self.ref, self.epoch, tail_key, start,
+                                               len(data), self.crc)
         self.durable = durable
         if old:
             await self.sink.delete_tail(old)
-        await self.ledger.event(self.ref, "spilled", offset=self.buf_start, length=self.buf_len)
+        await self.ledger.event(self.ref, "spilled", offset=start, length=len(data))
 
     async def release(self) -> None:
         if self.closed:
             return
         self.closed = True
+        if self.cur is not None:
+            self.cur.abandoned = True
+            self.cur.stream.abort()
+            self.cur.more.set()
+            if self.cur.task is not None:
+                self.cur.task.cancel()
         for t in self.inflight:
             t.cancel()
         try:

@@ -8,6 +8,7 @@ if f then return {f} end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'uploading' then return {'invalid_state', state} end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3], 'c' .. ARGV[2], ARGV[4])
+redis.call('HDEL', KEYS[2], 'p' .. ARGV[2])  -- recorded now: no longer pending (part_sent)
 local m = redis.call('HMGET', KEYS[1], 'part_size', 'size', 'parts_done', 'tail_offset',
   'tail_len', 'tail_key', 'tail_crc', 'crc')
 local part_size, size, done = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])

@@ -77,6 +77,188 @@ class CompleteResult:
     checksum: str | None = None
 
 
+# --------------------------------------------------------------------------- part bodies
+
+
+class PartAborted(Exception):
+    """The writer gave up a part upload that was still receiving bytes (the connection left,
+    the upload was cancelled, or the part sat idle). Deliberately not an ``OSError``: HTTP
+    clients must not treat it as a network error and retry."""
+
+
+class PartIdle(PartAborted):
+    """No byte arrived for ``idle_timeout`` seconds; the store request is given up so it does
+    not hold a thread and an idle connection to the store (S3 closes idle requests after ~20 s
+    with RequestTimeout). The bytes stay with the writer, which starts the part again when
+    the client sends more."""
+
+
+class PartStream(io.RawIOBase):
+    """The body of one part upload: fed by the event loop, read by a storage thread.
+
+    The part's length (bytes) is known in advance because part boundaries are fixed, so the
+    store request starts with the first byte and the part is stored right after its last byte
+    arrives: receiving and storing overlap instead of taking turns.
+
+    The fed chunks are kept (no copy) until the reader has consumed the whole part, so the
+    store's client can rewind and retry a failed request (botocore seeks to 0) and the writer
+    can spill an unfinished part; then they are dropped, so a part waiting for the store's
+    answer costs no memory. A rewind after that raises ``io.UnsupportedOperation``.
+
+    ``checksum()`` is the part's checksum per ``algorithm`` ("CRC32C", "SHA256" or None),
+    computed in the reading thread as bytes go out.
+    """
+
+    def __init__(self, length: int, *, algorithm: str | None = None,
+                 idle_timeout: float = 0.0) -> None:
+        super().__init__()
+        if length < 0:
+            raise ValueError("length must be >= 0")
+        self.length = length
+        self.idle_timeout = idle_timeout
+        self.algorithm = (algorithm or "").upper() or None
+        self._cond = threading.Condition()
+        self._chunks: list[bytes] | None = []
+        self._fed = 0
+        self._pos = 0
+        self._ci = 0  # chunk index and offset inside it of _pos
+        self._co = 0
+        self._error: BaseException | None = None
+        self._hashed = 0
+        self._crc = 0
+        self._sha = hashlib.sha256() if self.algorithm == "SHA256" else None
+
+    # -- writer side (event loop thread)
+
+    @property
+    def fed(self) -> int:
+        """Bytes fed so far."""
+        return self._fed
+
+    def feed(self, chunk: bytes) -> None:
+        """Append ``chunk`` (bytes; kept, not copied). Raises ValueError past ``length``."""
+        if not chunk:
+            return
+        with self._cond:
+            if self._chunks is None or self._fed + len(chunk) > self.length:
+                raise ValueError("fed past the part's length")
+            self._chunks.append(chunk)
+            self._fed += len(chunk)
+            self._cond.notify_all()
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Make the reader fail with ``exc`` (default ``PartAborted``) at its next read."""
+        with self._cond:
+            self._error = exc or PartAborted("part abandoned")
+            self._cond.notify_all()
+
+    def restart(self) -> None:
+        """Forget a previous abort and rewind, to upload the part again from its first byte.
+        Raises io.UnsupportedOperation when the bytes were already dropped."""
+        with self._cond:
+            self._error = None
+            self._rewind(0)
+
+    def retained(self) -> bytes:
+        """The bytes fed so far (for spilling an unfinished part).
+        Raises io.UnsupportedOperation when they were already dropped."""
+        with self._cond:
+            if self._chunks is None:
+                raise io.UnsupportedOperation("part bytes already dropped")
+            return b"".join(self._chunks)
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The abort or idle timeout that ended the last read, or None."""
+        return self._error
+
+    def checksum(self) -> str | None:
+        """Base64 checksum of the whole part (after the reader consumed it), or None."""
+        if self.algorithm == "CRC32C":
+            return crc32c_b64(self._crc)
+        if self._sha is not None:
+            return base64.b64encode(self._sha.digest()).decode("ascii")
+        return None
+
+    # -- reader side (storage thread)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        # botocore sizes the request from len() instead of seeking to the end.
+        return self.length
+
+    def _rewind(self, pos: int) -> None:
+        if self._chunks is None:
+            raise io.UnsupportedOperation("part bytes already sent and dropped")
+        if pos > self._fed:
+            raise io.UnsupportedOperation("cannot seek past the bytes fed")
+        self._pos, self._ci, self._co = 0, 0, 0
+        while self._pos < pos:  # at most part_size / frame size steps, only on a retry
+            take = min(len(self._chunks[self._ci]) - self._co, pos - self._pos)
+            self._pos += take
+            self._co += take
+            if self._co == len(self._chunks[self._ci]):
+                self._ci, self._co = self._ci + 1, 0
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("only absolute seeks")
+        with self._cond:
+            if offset != self._pos:
+                self._rewind(offset)
+            return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        with self._cond:
+            while True:
+                if self._error is not None:
+                    raise self._error
+                if self._pos >= self.length:
+                    return b""
+                if self._pos < self._fed:
+                    break
+                if not self._cond.wait(self.idle_timeout or None) and self._pos >= self._fed:
+                    self._error = PartIdle(f"no byte for {self.idle_timeout:g} s")
+            assert self._chunks is not None
+            chunk = self._chunks[self._ci]
+            n = len(chunk) - self._co
+            if size is not None and 0 <= size < n:
+                n = size
+            # A whole frame goes out as is, without a copy.
+            out = chunk if (self._co == 0 and n == len(chunk)) else chunk[self._co:self._co + n]
+            self._co += n
+            if self._co == len(chunk):
+                self._ci, self._co = self._ci + 1, 0
+            start = self._pos
+            self._pos += n
+            if self._pos > self._hashed:  # a retry re-reads bytes already hashed
+                new = out[self._hashed - start:] if self._hashed > start else out
+                self._hash(new)
+                self._hashed = self._pos
+            if self._pos == self.length:
+                self._chunks = None  # every byte has gone to the store: drop them
+            return out
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        memoryview(b).cast("B")[: len(data)] = data
+        return len(data)
+
+    def _hash(self, data: bytes) -> None:
+        if self.algorithm == "CRC32C":
+            self._crc = google_crc32c.extend(self._crc, data)
+        elif self._sha is not None:
+            self._sha.update(data)
+
+
 # --------------------------------------------------------------------------- checksums
 
 
@@ -196,9 +378,23 @@ class Sink(abc.ABC):
     def __init__(self, settings: ResumableSettings | None = None) -> None:
         self.settings = settings or get_settings()
         self._pool: ThreadPoolExecutor | None = None
+        self._stream_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
     # -- plumbing
+
+    @property
+    def stream_executor(self) -> ThreadPoolExecutor:
+        """Threads for part uploads that stream while the client sends (``STREAM_THREADS``);
+        separate from ``executor`` so slow clients never delay completions, spills or
+        reads."""
+        if self._stream_pool is None:
+            with self._pool_lock:
+                if self._stream_pool is None:
+                    self._stream_pool = ThreadPoolExecutor(
+                        max_workers=max(1, int(self.settings.STREAM_THREADS)),
+                        thread_name_prefix=f"djr-{self.name}-stream")
+        return self._stream_pool
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -222,9 +418,11 @@ class Sink(abc.ABC):
     def close(self) -> None:
         """Shut the thread pool down (running calls finish; nothing new is accepted)."""
         with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False)
+            pools = (self._pool, self._stream_pool)
+            self._pool = self._stream_pool = None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=False)
 
     # -- key layout
 
@@ -257,6 +455,54 @@ class Sink(abc.ABC):
             raise ValueError(f"part number {number} outside 1..{self.settings.MAX_PARTS}")
         return await self._run("write_part", self._write_part, key, upload_id, number, data,
                                crc32c)
+
+    def part_stream(self, length: int) -> PartStream:
+        """A body for ``write_part_stream`` of ``length`` bytes, checksummed per
+        ``settings.CHECKSUM`` and given up after ``PART_IDLE_TIMEOUT`` seconds without a byte."""
+        return PartStream(length, algorithm=self.settings.CHECKSUM,
+                          idle_timeout=float(self.settings.PART_IDLE_TIMEOUT))
+
+    async def write_part_stream(self, key: str, upload_id: str, number: int,
+                                stream: PartStream) -> PartInfo:
+        """Store part ``number`` from ``stream`` while its bytes are still arriving; returns
+        once the store has the whole part durably. Runs in the streaming thread pool
+        (``STREAM_THREADS`` threads: each call holds one for as long as the client sends
+        the part). Raises PartAborted (as is) when the writer gave the part up, StorageError
+        for a store failure."""
+        if number < 1 or number > self.settings.MAX_PARTS:
+            raise ValueError(f"part number {number} outside 1..{self.settings.MAX_PARTS}")
+        loop = asyncio.get_running_loop()
+        fn = functools.partial(self._write_part_stream, key, upload_id, number, stream)
+        try:
+            return await loop.run_in_executor(self.stream_executor, fn)
+        except Exception as exc:
+            # The HTTP client wraps an error raised by the body (botocore: HTTPClientError):
+            # the stream itself says whether the writer stopped it.
+            if stream.failure is not None:
+                raise stream.failure from None
+            if isinstance(exc, ResumableError):
+                raise
+            raise StorageError(f"{self.name} write_part failed: {type(exc).__name__}") from exc
+
+    def _write_part_stream(self, key: str, upload_id: str, number: int,
+                           stream: PartStream) -> PartInfo:
+        # Sinks that cannot stream a request body read the part first (memory: one part).
+        chunks = []
+        while chunk := stream.read(8 * MiB):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        return self._write_part(key, upload_id, number, data, crc32c_value(data))
+
+    async def list_parts(self, key: str, upload_id: str, numbers: list[int]
+                         ) -> dict[int, PartInfo]:
+        """Those of the parts ``numbers`` the store holds for the open multipart upload, by
+        PartNumber (``checksum`` None when the store does not report one). Used to adopt
+        parts a killed worker had sent in full but not yet recorded."""
+        return await self._run("list_parts", self._list_parts, key, upload_id, numbers)
+
+    def _list_parts(self, key: str, upload_id: str, numbers: list[int]
+                    ) -> dict[int, PartInfo]:
+        return {}  # a sink that cannot list parts adopts none: the client re-sends them
 
     async def spill_tail(self, tail_key: str, data: Buffer) -> None:
         """Store a partial part (< part size) as a temporary object, so another worker can

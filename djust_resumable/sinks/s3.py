@@ -12,11 +12,20 @@ moto_server process (tests/integration/test_s3_sink.py keeps these facts honest)
 * ``CompleteMultipartUpload`` accepts ``ChecksumType=FULL_OBJECT`` + ``ChecksumCRC32C`` but does
   not verify the value and does not return a checksum. It computes its own "CRC32C" for
   HeadObject(ChecksumMode=ENABLED), which without the optional ``crc32c`` package is really a
-  zlib CRC32 (moto/s3/utils.py falls back silently): never compare it with ours.
+  zlib CRC32 (moto/s3/utils.py falls back silently) — and botocore, which validates that
+  value on GetObject once awscrt is installed, then refuses every read. The test extras
+  install ``crc32c``.
+* A part streamed with ``STREAMING-UNSIGNED-PAYLOAD-TRAILER`` (aws-chunked body, HTTP chunked
+  transfer, CRC32C trailer) is stored decoded; ``ListParts`` reports its number, ETag and
+  size but no checksum.
 * Completing an already completed upload again answers 200 with the same ETag; completing an
   unknown or aborted UploadId answers HTTP 500 (a KeyError inside moto), not NoSuchUpload.
   ``AbortMultipartUpload`` of an unknown UploadId answers NoSuchUpload (404).
 * A non-last part under 5 MiB fails at completion with ``EntityTooSmall``.
+
+Parts are streamed: ``UploadPart`` starts with a part's first byte and its body is a
+``PartStream`` fed while the client sends, with the checksum in a trailer (botocore does the
+aws-chunked encoding; CRC32C needs awscrt, installed with ``boto3[crt]``).
 
 Stores that reject ``ChecksumType=FULL_OBJECT`` (older S3-compatible servers) are detected on
 first use: the sink retries once without it and stops asking for it for the process lifetime.
@@ -35,7 +44,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..conf import MiB, ResumableSettings
 from ..errors import StorageError
-from .base import Buffer, CompleteResult, PartInfo, Sink, compute_checksum, crc32c_b64
+from .base import (
+    Buffer,
+    CompleteResult,
+    PartInfo,
+    PartStream,
+    Sink,
+    compute_checksum,
+    crc32c_b64,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +107,7 @@ def _django_client(settings: ResumableSettings, override: Config | None = None
     if not getattr(cfg, "retries", None):
         # "total" counts the first try too: 1 request + 4 retries.
         extra["retries"] = {"mode": "standard", "total_max_attempts": 5}
-    threads = int(settings.STORAGE_THREADS)
+    threads = int(settings.STORAGE_THREADS) + int(settings.STREAM_THREADS)
     if (getattr(cfg, "max_pool_connections", None) or 10) < threads + 2:
         extra["max_pool_connections"] = threads + 2
     if extra:
@@ -100,6 +117,19 @@ def _django_client(settings: ResumableSettings, override: Config | None = None
     storage.client_config = cfg
     # boto3 clients are thread-safe (resources are not): keep only the client.
     return storage.connection.meta.client, storage.bucket_name
+
+
+def _trailer_for_part_streams(params: dict[str, Any], **_: Any) -> None:
+    """botocore puts a streamed body's checksum in an aws-chunked trailer only over HTTPS;
+    over HTTP it wants the checksum header (and a payload SHA-256) before the body, which a
+    part still arriving from the client cannot give. Ask for the trailer on HTTP too
+    (``STREAMING-UNSIGNED-PAYLOAD-TRAILER``, which S3, MinIO and moto accept): the checksum
+    still covers every byte and the store verifies it."""
+    if not isinstance(params.get("body"), PartStream):
+        return
+    algorithm = params.get("context", {}).get("checksum", {}).get("request_algorithm")
+    if isinstance(algorithm, dict) and algorithm.get("in") == "header":
+        algorithm["in"] = "trailer"
 
 
 class S3Sink(Sink):
@@ -131,6 +161,9 @@ class S3Sink(Sink):
         # Flipped to False (once per process) when the store rejects ChecksumType=FULL_OBJECT.
         self.full_object = bool(self.settings.FULL_OBJECT_CHECKSUM) and alg == "CRC32C"
         self._lock = threading.Lock()
+        self.client.meta.events.register("before-call.s3.UploadPart",
+                                         _trailer_for_part_streams,
+                                         unique_id="djust-resumable-part-trailer")
 
     # -- multipart
 
@@ -181,6 +214,44 @@ class S3Sink(Sink):
         if echoed is not None and echoed != checksum:
             raise StorageError(f"s3 upload_part {number}: store checksum differs")
         return PartInfo(number=number, etag=resp["ETag"], size=len(body), checksum=checksum)
+
+    def _write_part_stream(self, key: str, upload_id: str, number: int,
+                           stream: PartStream) -> PartInfo:
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id,
+                              "PartNumber": number, "Body": stream,
+                              "ContentLength": stream.length}
+        if self.algorithm:
+            # botocore computes it as the body goes out and sends it after the last byte.
+            kw["ChecksumAlgorithm"] = self.algorithm
+        try:
+            resp = self.client.upload_part(**kw)
+        except (ClientError, BotoCoreError) as exc:
+            raise _fail(f"upload_part {number}", exc) from exc
+        checksum = stream.checksum()
+        echoed = resp.get(f"Checksum{self.algorithm}") if self.algorithm else None
+        if echoed is not None and echoed != checksum:
+            raise StorageError(f"s3 upload_part {number}: store checksum differs")
+        return PartInfo(number=number, etag=resp["ETag"], size=stream.length,
+                        checksum=checksum)
+
+    def _list_parts(self, key: str, upload_id: str, numbers: list[int]
+                    ) -> dict[int, PartInfo]:
+        wanted = set(numbers)
+        out: dict[int, PartInfo] = {}
+        try:
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=key, UploadId=upload_id)
+            for page in pages:
+                for p in page.get("Parts", []) or []:
+                    if int(p["PartNumber"]) not in wanted:
+                        continue
+                    checksum = p.get(f"Checksum{self.algorithm}") if self.algorithm else None
+                    out[int(p["PartNumber"])] = PartInfo(
+                        number=int(p["PartNumber"]), etag=p["ETag"], size=int(p["Size"]),
+                        checksum=checksum)
+        except (ClientError, BotoCoreError) as exc:
+            raise _fail("list_parts", exc) from exc
+        return out
 
     def _complete(self, key: str, upload_id: str, parts: list[PartInfo],
                   full_crc32c: int | None, total_size: int) -> CompleteResult:

@@ -165,7 +165,7 @@ async def test_renamed_exe_fails_with_invalid_content(workers, live, tmp_path, l
     cfg = config(view, "pics")
     url = f"ws://127.0.0.1:{w.port}{cfg['endpoint']}"
     exe = tmp_path / "holiday.png"
-    exe.write_bytes(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + os.urandom(7 * MiB))
+    exe.write_bytes(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + os.urandom(15 * MiB))
     up = ResumableUploader(url, cfg["token"])
     with pytest.raises(UploadFailed) as e:
         await up.upload(str(exe), content_type="image/png")
@@ -173,8 +173,8 @@ async def test_renamed_exe_fails_with_invalid_content(workers, live, tmp_path, l
     rec = await ledger_reader().get(up.ref)
     assert (rec.state, rec.error) == ("failed", "invalid_content")
     # Refused when its head arrived, not after the whole file: no part was ever stored and
-    # the client sent at most one window.
-    assert rec.parts_done == 0 and up.bytes_sent <= rec.part_size < exe.stat().st_size
+    # the client sent at most one window (PARTS_IN_FLIGHT = 2 parts by default).
+    assert rec.parts_done == 0 and up.bytes_sent <= 2 * rec.part_size < exe.stat().st_size
     assert not s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
     assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
     # A real PNG passes the same slot; a PDF is not accepted at all.

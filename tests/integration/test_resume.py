@@ -176,4 +176,8 @@ async def test_local_sink_resumes_across_workers(workers, token, tmp_path, ledge
     assert events == ["drop", "kill"] and result.connections >= 3
     rec = await ledger_reader().get(result.ref)
     assert rec.state == "complete" and sha256_file(store / rec.key) == sha256_file(src)
-    assert result.bytes_resent <= rec.part_size
+    # The local sink writes a part in the worker's own thread: a part whose last byte
+    # arrived but was not yet on disk dies with the worker, so a kill re-sends at most the
+    # window (PARTS_IN_FLIGHT = 2 parts). S3 finishes such a part itself (test_resume's
+    # S3 kill tests: at most one part).
+    assert result.bytes_resent <= 2 * rec.part_size
