@@ -48,12 +48,17 @@ DEFAULTS: dict[str, Any] = {
     # Complete S3 uploads with a full-object CRC32C (ChecksumType=FULL_OBJECT) when CHECKSUM is
     # CRC32C. Turn off for stores that reject it.
     "FULL_OBJECT_CHECKSUM": True,
-    # Parts open at once per upload: one receiving (streamed to the store as its bytes arrive)
-    # and the rest waiting for the store's answer. The client's window of bytes not yet
-    # durable is PARTS_IN_FLIGHT x part size. After a SIGKILL the next worker adopts the parts
-    # the store received in full (ListParts), so the client re-sends the receiving part only;
-    # PARTS_IN_FLIGHT parts is the bound if the store lost them too (docs/durability.md).
-    "PARTS_IN_FLIGHT": 2,
+    # Parts open at once per upload: one receiving and the rest being stored. The client's
+    # window of bytes not yet durable is PARTS_IN_FLIGHT x part size, which is what a SIGKILL
+    # can make the client re-send: 1 keeps durability rule 2 (at most one part) at any kill
+    # offset. With more, the next worker still adopts the parts the store received in full
+    # (ListParts), but a part still on its way to the store at the kill is lost with every
+    # byte the client sent after it (docs/durability.md, docs/benchmarks.md).
+    "PARTS_IN_FLIGHT": 1,
+    # Start each part's store request with its first byte (checksum in an aws-chunked trailer)
+    # instead of its last (checksum in a header). Overlaps receiving and storing inside a
+    # part; costs stores that decode aws-chunked bodies slowly (moto: docs/benchmarks.md).
+    "STREAM_PARTS": False,
     # Threads that stream part bodies to the store; each holds one while its client sends a
     # part, so this bounds how many uploads per process stream at once (others wait in line).
     "STREAM_THREADS": 64,
@@ -118,6 +123,7 @@ class ResumableSettings:
     HANDOVER_TIMEOUT: float
     TOKEN_MAX_AGE: int
     STORAGE_THREADS: int
+    STREAM_PARTS: bool
     STREAM_THREADS: int
     PART_IDLE_TIMEOUT: float
     COMPLETE_TIMEOUT: float

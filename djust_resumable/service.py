@@ -294,12 +294,13 @@ class _Part:
 class UploadWriter:
     """The live writer of one upload on one connection.
 
-    Each part is streamed to the store as its bytes arrive (the part's length is known in
-    advance: boundaries are fixed), so a part is stored right after its last byte and
-    receiving overlaps storing. At most ``PARTS_IN_FLIGHT`` parts are open at once: the one
-    receiving plus those waiting for the store's answer. Memory is about one part per
-    upload whatever the file size: a part's bytes are kept only until the store has read
-    them all (for a retry of the request, or a spill of an unfinished part).
+    Bytes go into a ``PartStream`` per part (boundaries are fixed, so every part's length is
+    known). By default the store request starts when the part's last byte arrives, with its
+    checksum in a header; with ``STREAM_PARTS`` it starts with the first byte and the
+    checksum follows the body (aws-chunked trailer), so receiving and storing overlap inside
+    a part. At most ``PARTS_IN_FLIGHT`` parts are open at once: the one receiving plus those
+    waiting for the store. A part's bytes are dropped as soon as the store has read them all,
+    so memory is about one part per upload whatever the file size and PARTS_IN_FLIGHT.
     """
 
     def __init__(self, service: UploadService, rec: UploadRecord, epoch: int,
@@ -432,7 +433,8 @@ class UploadWriter:
             raise StorageError("a part must start at a part boundary")
         length = min(self.part_size, self.size - start)
         part = _Part(start // self.part_size + 1, start, self.sink.part_stream(length))
-        part.task = asyncio.create_task(self._run_part(part))
+        if self.svc.settings.STREAM_PARTS:
+            part.task = asyncio.create_task(self._run_part(part))
         self.cur = part
         return part
 
@@ -445,7 +447,8 @@ class UploadWriter:
                     if (self.svc.settings.CHECKSUM or "").upper() == "CRC32C" else None)
         part.sent = asyncio.create_task(self.ledger.part_sent(
             self.ref, self.epoch, part.number, part.length, part.crc_end, checksum))
-        assert part.task is not None
+        if part.task is None:  # not streaming: the store request starts now, whole part here
+            part.task = asyncio.create_task(self._run_part(part))
         self.inflight.append(part.task)
 
     async def _upload(self, part: _Part) -> PartInfo:

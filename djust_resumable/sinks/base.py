@@ -172,6 +172,26 @@ class PartStream(io.RawIOBase):
         """The abort or idle timeout that ended the last read, or None."""
         return self._error
 
+    def checksum_of_fed(self) -> str | None:
+        """Base64 checksum of the bytes fed so far, computed from the kept chunks without
+        reading them (for a header sent before the body). Raises io.UnsupportedOperation
+        when they were dropped."""
+        with self._cond:
+            if self._chunks is None:
+                raise io.UnsupportedOperation("part bytes already dropped")
+            chunks = list(self._chunks)
+        if self.algorithm == "CRC32C":
+            crc = 0
+            for c in chunks:
+                crc = google_crc32c.extend(crc, c)
+            return crc32c_b64(crc)
+        if self.algorithm == "SHA256":
+            sha = hashlib.sha256()
+            for c in chunks:
+                sha.update(c)
+            return base64.b64encode(sha.digest()).decode("ascii")
+        return None
+
     def checksum(self) -> str | None:
         """Base64 checksum of the whole part (after the reader consumed it), or None."""
         if self.algorithm == "CRC32C":
@@ -217,31 +237,41 @@ class PartStream(io.RawIOBase):
             return self._pos
 
     def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes; blocks until ``min(size, bytes left in the part)`` have been
+        fed (full reads), so a reader asking for fixed-size chunks gets exactly those and
+        the aws-chunked framing of the request is known before the body exists
+        (``encoded_length``). Raises the abort or PartIdle."""
         with self._cond:
+            want = self.length - self._pos
+            if size is not None and 0 <= size < want:
+                want = size
             while True:
                 if self._error is not None:
                     raise self._error
-                if self._pos >= self.length:
+                if want <= 0:
                     return b""
-                if self._pos < self._fed:
+                if self._fed - self._pos >= want:
                     break
-                if not self._cond.wait(self.idle_timeout or None) and self._pos >= self._fed:
+                fed = self._fed
+                if not self._cond.wait(self.idle_timeout or None) and self._fed == fed:
                     self._error = PartIdle(f"no byte for {self.idle_timeout:g} s")
             assert self._chunks is not None
-            chunk = self._chunks[self._ci]
-            n = len(chunk) - self._co
-            if size is not None and 0 <= size < n:
-                n = size
-            # A whole frame goes out as is, without a copy.
-            out = chunk if (self._co == 0 and n == len(chunk)) else chunk[self._co:self._co + n]
-            self._co += n
-            if self._co == len(chunk):
-                self._ci, self._co = self._ci + 1, 0
+            pieces = []
             start = self._pos
-            self._pos += n
+            while want:
+                chunk = self._chunks[self._ci]
+                n = min(len(chunk) - self._co, want)
+                # A whole frame goes out as is, without a copy.
+                pieces.append(chunk if (self._co == 0 and n == len(chunk))
+                              else chunk[self._co:self._co + n])
+                self._co += n
+                if self._co == len(chunk):
+                    self._ci, self._co = self._ci + 1, 0
+                self._pos += n
+                want -= n
+            out = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             if self._pos > self._hashed:  # a retry re-reads bytes already hashed
-                new = out[self._hashed - start:] if self._hashed > start else out
-                self._hash(new)
+                self._hash(out[self._hashed - start:] if self._hashed > start else out)
                 self._hashed = self._pos
             if self._pos == self.length:
                 self._chunks = None  # every byte has gone to the store: drop them

@@ -64,7 +64,8 @@ async def test_killed_writer_part_is_adopted_and_the_object_is_byte_exact(
     from djust_resumable.conf import get_settings
 
     django_s3_settings(REDIS_URL=redis_server.url, KEY_PREFIX="ad" + uuid.uuid4().hex[:8],
-                       PREFERRED_PART_SIZE=PS, LEASE_TTL=1, HANDOVER_TIMEOUT=4)
+                       PREFERRED_PART_SIZE=PS, PARTS_IN_FLIGHT=2, LEASE_TTL=1,
+                       HANDOVER_TIMEOUT=4)
     s = get_settings()
     dead, alive = _service(s), _service(s)
     data = os.urandom(2 * PS + 12345)
@@ -98,7 +99,8 @@ async def test_a_noted_part_the_store_never_got_is_not_adopted(
     from djust_resumable.conf import get_settings
 
     django_s3_settings(REDIS_URL=redis_server.url, KEY_PREFIX="ad" + uuid.uuid4().hex[:8],
-                       PREFERRED_PART_SIZE=PS, LEASE_TTL=1, HANDOVER_TIMEOUT=4)
+                       PREFERRED_PART_SIZE=PS, PARTS_IN_FLIGHT=2, LEASE_TTL=1,
+                       HANDOVER_TIMEOUT=4)
     s = get_settings()
     dead, alive = _service(s), _service(s)
     data = os.urandom(2 * PS)

@@ -41,7 +41,7 @@ def test_whole_frames_are_handed_over_without_a_copy():
     s = PartStream(2000)
     s.feed(frame)
     s.feed(b"y" * 1000)
-    assert s.read(4096) is frame
+    assert s.read(1000) is frame
 
 
 def test_bytes_are_dropped_once_read_and_a_rewind_then_fails():
@@ -67,6 +67,23 @@ def test_retry_reads_the_same_bytes_and_hashes_them_once():
     s.seek(0)
     assert _read_all(s, 777) == data
     assert s.checksum() == base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def test_reads_are_full_so_the_chunking_is_known_in_advance():
+    s = PartStream(2500)
+    got: list[int] = []
+
+    def reader() -> None:
+        while chunk := s.read(1000):
+            got.append(len(chunk))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for piece in (b"a" * 300, b"b" * 900, b"c" * 1300):
+        time.sleep(0.02)
+        s.feed(piece)
+    t.join(5)
+    assert got == [1000, 1000, 500]
 
 
 def test_feeding_past_the_length_is_refused():
@@ -98,7 +115,7 @@ def test_abort_wakes_a_waiting_reader():
 def test_idle_reader_gives_up_and_restart_replays_from_the_first_byte():
     s = PartStream(6, idle_timeout=0.1)
     s.feed(b"abc")
-    assert s.read(10) == b"abc"
+    assert s.read(3) == b"abc"
     t0 = time.monotonic()
     with pytest.raises(PartIdle):
         s.read(10)
