@@ -549,6 +549,10 @@ async def ours_upload_async(
     return marks, ready, result
 
 
+#: DJUST_RESUMABLE settings for our server besides PARTS_IN_FLIGHT (--setting KEY=JSON).
+EXTRA_SETTINGS: dict[str, Any] = {}
+
+
 def ours_upload(
     workdir: Path,
     env: dict[str, str],
@@ -562,7 +566,7 @@ def ours_upload(
     profile: str | None,
 ) -> Run:
     label = f"pif{pif}-{fmt_size(size).replace(' ', '')}"
-    conf = {"PARTS_IN_FLIGHT": pif}
+    conf = {**EXTRA_SETTINGS, "PARTS_IN_FLIGHT": pif}
     proc, port = start_uvicorn(workdir, label, {**env, "DJR_SETTINGS_JSON": json.dumps(conf)})
     url = f"ws://127.0.0.1:{port}{endpoint_path}"
     try:
@@ -605,7 +609,8 @@ def ours_upload(
         # split CPU into streaming and completion by the sample timestamps is not possible
         # with cumulative counters; report the whole upload.
         return Run(
-            system=f"ours PARTS_IN_FLIGHT={pif}",
+            system=f"ours PARTS_IN_FLIGHT={pif}"
+            + "".join(f" {k}={v}" for k, v in EXTRA_SETTINGS.items()),
             size=size,
             streaming_s=marks["durable"] - marks["first_sent"],
             completion_s=marks["done"] - marks["durable"],
@@ -782,6 +787,13 @@ def main() -> int:
         help="raw boto3 concurrent UploadPart calls to try (default 1,4)",
     )
     ap.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a DJUST_RESUMABLE setting for our server, e.g. STREAM_PARTS=true (repeatable)",
+    )
+    ap.add_argument(
         "--unsigned",
         default="4",
         help="raw boto3 concurrencies also run without payload signing (botocore signs "
@@ -825,6 +837,9 @@ def main() -> int:
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     concs = [int(c) for c in args.concurrency.split(",") if c.strip()]
     unsigned = [int(c) for c in args.unsigned.split(",") if c.strip()]
+    for kv in args.setting:
+        k, _, v = kv.partition("=")
+        EXTRA_SETTINGS[k.strip()] = json.loads(v)
     pifs = [int(c) for c in args.parts_in_flight.split(",") if c.strip()]
     part_size = parse_size(args.part_size)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -217,7 +217,14 @@ class UploadService:
         todo = sorted(n for n in pending if n > rec.parts_done)
         if not todo or rec.state != "uploading":
             return rec
-        stored = await self.sink.list_parts(rec.key, rec.upload_id, todo)
+        try:
+            stored = await self.sink.list_parts(rec.key, rec.upload_id, todo)
+        except StorageError as exc:
+            # Adoption only saves re-sending: without ListParts (a policy without
+            # s3:ListMultipartUploadParts, a store that lacks it) the client re-sends.
+            log.warning("ref=%s: cannot list parts to adopt (%s); the client re-sends them",
+                        rec.ref, exc)
+            return rec
         adopted = []
         for n in todo:
             size, crc_end, checksum = pending[n]

@@ -127,15 +127,27 @@ def _django_client(settings: ResumableSettings, override: Config | None = None
 
 
 def _trailer_for_part_streams(params: dict[str, Any], **_: Any) -> None:
-    """botocore puts a streamed body's checksum in an aws-chunked trailer only over HTTPS;
-    over HTTP it wants the checksum header (and a payload SHA-256) before the body, which a
+    """Request options for a ``PartStream`` body.
+
+    botocore puts a streamed body's checksum in an aws-chunked trailer only over HTTPS; over
+    HTTP it wants the checksum header (and a payload SHA-256) before the body, which a
     part still arriving from the client cannot give. Ask for the trailer on HTTP too
     (``STREAMING-UNSIGNED-PAYLOAD-TRAILER``, which S3, MinIO and moto accept): the checksum
     still covers every byte and the store verifies it."""
     body = params.get("body")
-    if not isinstance(body, PartStream) or body.fed == body.length:
+    if not isinstance(body, PartStream):
+        return
+    context = params.get("context", {})
+    # A part body is read once and dropped: never let the signer hash it first (a client
+    # handed to S3Sink may sign payloads; our own clients do not: _django_client).
+    config = context.get("client_config")
+    if config is not None and (getattr(config, "s3", None) or {}).get(
+            "payload_signing_enabled") is not False:
+        context["client_config"] = config.merge(
+            Config(s3={**(config.s3 or {}), "payload_signing_enabled": False}))
+    if body.fed == body.length:
         return  # a part whose bytes are all here goes with its checksum in a header
-    algorithm = params.get("context", {}).get("checksum", {}).get("request_algorithm")
+    algorithm = context.get("checksum", {}).get("request_algorithm")
     if isinstance(algorithm, dict) and algorithm.get("in") == "header":
         algorithm["in"] = "trailer"
 

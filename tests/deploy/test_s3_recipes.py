@@ -214,6 +214,9 @@ async def test_iam_policy_is_enough_and_minimal(auth_moto, redis_server):
             "s3:AbortMultipartUpload": lambda: sink.abort(orphan_key, _fresh_upload()),
             "s3:ListBucket": lambda: sink.list_keys("resumable/.tails/"),
             "s3:ListBucketMultipartUploads": lambda: sink.list_multipart_uploads("resumable/"),
+            # ListParts: adopting the parts a killed worker sent in full.
+            "s3:ListMultipartUploadParts": lambda: sink.list_parts(orphan_key, _fresh_upload(),
+                                                                   [1]),
         }
 
         def _fresh_upload() -> str:

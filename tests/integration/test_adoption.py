@@ -51,11 +51,14 @@ async def _dead_writer_with_part_sent(svc, grant, data: bytes, sent: int):  # ty
     w = await svc.attach(rec.ref, grant, "dead", "", _noack)
     w.ledger.commit_part = _hang  # this writer's ledger never records a part
     await w.write(0, memoryview(data[:sent]))
-    for _ in range(200):  # the part is stored at S3 and noted as sent
+    for _ in range(600):  # the part is noted as sent and stored at S3 (its commit hangs)
         pending = await svc.ledger.pending_parts(rec.ref)
-        if 1 in pending and w.inflight and not w.inflight[0].done():
+        if 1 in pending and 1 in await svc.sink.list_parts(rec.key, rec.upload_id, [1]):
             break
         await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("part 1 never reached the store")
+    assert w.inflight and not w.inflight[0].done()  # never recorded by this writer
     return rec, w
 
 
