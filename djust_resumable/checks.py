@@ -58,16 +58,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                          hint="S3 may take minutes to complete a big multipart upload; a "
                               "shorter read timeout re-sends CompleteMultipartUpload while the "
                               "first one still runs.", id="djust_resumable.E016"))
-    if s.STREAM_THREADS < 1:
-        out.append(Error("STREAM_THREADS must be >= 1.",
-                         hint="Each upload streaming a part holds one thread; 64 (the default) "
-                              "lets 64 uploads per process stream at once.",
-                         id="djust_resumable.E017"))
-    if not 1 <= s.PART_IDLE_TIMEOUT < 20:
-        out.append(Error("PART_IDLE_TIMEOUT must be between 1 and 20 seconds.",
-                         hint="S3 closes a request that sends nothing for ~20 s "
-                              "(RequestTimeout); 10 (the default) gives a part up before that.",
-                         id="djust_resumable.E018"))
     if not s.STORAGE_PREFIX or s.STORAGE_PREFIX.startswith("/"):
         out.append(Error("STORAGE_PREFIX must be a relative key prefix such as 'resumable/'.",
                          id="djust_resumable.E009"))

@@ -55,17 +55,6 @@ DEFAULTS: dict[str, Any] = {
     # (ListParts), but a part still on its way to the store at the kill is lost with every
     # byte the client sent after it (docs/durability.md, docs/benchmarks.md).
     "PARTS_IN_FLIGHT": 1,
-    # Start each part's store request with its first byte (checksum in an aws-chunked trailer)
-    # instead of its last (checksum in a header). Overlaps receiving and storing inside a
-    # part; costs stores that decode aws-chunked bodies slowly (moto: docs/benchmarks.md).
-    "STREAM_PARTS": False,
-    # Threads that stream part bodies to the store; each holds one while its client sends a
-    # part, so this bounds how many uploads per process stream at once (others wait in line).
-    "STREAM_THREADS": 64,
-    # A part upload whose client sends nothing for this long (seconds) is given up (the bytes
-    # stay in memory) and started again from its first byte when the client goes on, so a
-    # paused client holds neither a thread nor an idle request the store would time out.
-    "PART_IDLE_TIMEOUT": 10,
     # Largest payload of one binary frame (bytes).
     "MAX_FRAME_BYTES": 1 * MiB,
     # Per-connection rate limit (bytes/second); 0 disables it.
@@ -123,9 +112,6 @@ class ResumableSettings:
     HANDOVER_TIMEOUT: float
     TOKEN_MAX_AGE: int
     STORAGE_THREADS: int
-    STREAM_PARTS: bool
-    STREAM_THREADS: int
-    PART_IDLE_TIMEOUT: float
     COMPLETE_TIMEOUT: float
     HEAD_BYTES: int
     ENDPOINT_PATH: str

@@ -270,8 +270,8 @@ class Ledger:
 
     async def part_sent(self, ref: str, epoch: int, number: int, size: int, crc_end: int,
                         checksum: str | None) -> None:
-        """Note that every byte of part ``number`` (``size`` bytes) went to the store, before
-        it answered; ``crc_end`` is the CRC32C of the file's bytes [0, end of the part).
+        """Note that every byte of part ``number`` (``size`` bytes) is here and its store
+        request starts; ``crc_end`` is the CRC32C of the file's bytes [0, end of the part).
         Not durable: lets the next writer adopt the part after a crash (``pending_parts``).
         Raises LeaseLost, InvalidState."""
         res = await self._run("part_sent", self._keys(ref, "meta", "parts", "lease"),

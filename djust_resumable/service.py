@@ -45,7 +45,6 @@ from .ledger import Ledger, UploadRecord, now_ms
 from .sinks.base import (
     CompleteResult,
     PartAborted,
-    PartIdle,
     PartInfo,
     PartStream,
     Sink,
@@ -276,7 +275,7 @@ class UploadService:
 
 
 class _Part:
-    """The part currently receiving bytes: its store request runs while they arrive."""
+    """One part of the upload: receiving bytes, then being stored."""
 
     def __init__(self, number: int, start: int, stream: PartStream) -> None:
         self.number = number
@@ -284,7 +283,6 @@ class _Part:
         self.stream = stream
         self.crc = 0  # CRC32C of the bytes fed so far
         self.crc_end = 0  # CRC32C of the file's bytes [0, end of part), set when sealed
-        self.more = asyncio.Event()  # set on every feed: wakes a part resting after PartIdle
         self.abandoned = False
         self.task: asyncio.Task[None] | None = None
         self.sent: asyncio.Task[None] | None = None
@@ -301,13 +299,11 @@ class _Part:
 class UploadWriter:
     """The live writer of one upload on one connection.
 
-    Bytes go into a ``PartStream`` per part (boundaries are fixed, so every part's length is
-    known). By default the store request starts when the part's last byte arrives, with its
-    checksum in a header; with ``STREAM_PARTS`` it starts with the first byte and the
-    checksum follows the body (aws-chunked trailer), so receiving and storing overlap inside
-    a part. At most ``PARTS_IN_FLIGHT`` parts are open at once: the one receiving plus those
-    waiting for the store. A part's bytes are dropped as soon as the store has read them all,
-    so memory is about one part per upload whatever the file size and PARTS_IN_FLIGHT.
+    Frames go into a ``PartStream`` per part, kept as they came (boundaries are fixed, so
+    every part's length is known); the store request starts when the part's last byte arrives
+    and the part's bytes are released when the store has answered. At most
+    ``PARTS_IN_FLIGHT`` parts are open at once: the one receiving plus those being stored, so
+    memory per upload is at most ``part_size x PARTS_IN_FLIGHT`` whatever the file size.
     """
 
     def __init__(self, service: UploadService, rec: UploadRecord, epoch: int,
@@ -401,7 +397,6 @@ class UploadWriter:
             chunk, payload = bytes(payload[:room]), payload[room:]
             n = len(chunk)
             part.stream.feed(chunk)
-            part.more.set()
             self.crc = google_crc32c.extend(self.crc, chunk)
             part.crc = google_crc32c.extend(part.crc, chunk)
             # The head is the file's first HEAD_BYTES, kept for magic-byte checks.
@@ -440,8 +435,6 @@ class UploadWriter:
             raise StorageError("a part must start at a part boundary")
         length = min(self.part_size, self.size - start)
         part = _Part(start // self.part_size + 1, start, self.sink.part_stream(length))
-        if self.svc.settings.STREAM_PARTS:
-            part.task = asyncio.create_task(self._run_part(part))
         self.cur = part
         return part
 
@@ -454,33 +447,19 @@ class UploadWriter:
                     if (self.svc.settings.CHECKSUM or "").upper() == "CRC32C" else None)
         part.sent = asyncio.create_task(self.ledger.part_sent(
             self.ref, self.epoch, part.number, part.length, part.crc_end, checksum))
-        if part.task is None:  # not streaming: the store request starts now, whole part here
-            part.task = asyncio.create_task(self._run_part(part))
+        # Only a crash-recovery hint: its failure is never an error of the upload.
+        part.sent.add_done_callback(lambda t: t.cancelled() or t.exception())
+        part.task = asyncio.create_task(self._run_part(part))
         self.inflight.append(part.task)
-
-    async def _upload(self, part: _Part) -> PartInfo:
-        """The part's store request, started again (from its first byte, which the part still
-        holds) after the client paused longer than PART_IDLE_TIMEOUT."""
-        while True:
-            try:
-                return await self.sink.write_part_stream(self.rec.key, self.rec.upload_id,
-                                                         part.number, part.stream)
-            except PartIdle:
-                mark = part.fed
-                while part.fed == mark and not part.abandoned:
-                    part.more.clear()
-                    if part.fed == mark and not part.abandoned:
-                        await part.more.wait()
-                if part.abandoned:
-                    raise PartAborted("part abandoned") from None
-                part.stream.restart()
 
     async def _run_part(self, part: _Part) -> None:
         number = part.number
         try:
             t0 = asyncio.get_running_loop().time()
-            info = await self._upload(part)
-            assert part.sent is not None  # the store read every byte: the part is sealed
+            info = await self.sink.write_part_stream(self.rec.key, self.rec.upload_id,
+                                                     part.number, part.stream)
+            part.stream.release()  # the store has the part: its bytes are no longer needed
+            assert part.sent is not None
             try:
                 await part.sent
             except RedisError:
@@ -499,6 +478,8 @@ class UploadWriter:
         except PartAborted:
             if not part.abandoned:  # the stream failed without the writer asking: say so
                 self._fail(StorageError(f"part {number} upload interrupted"))
+        except asyncio.CancelledError:
+            raise
         except InvalidState as exc:
             # The record left 'uploading' under us (cancel, admin abort, sweeper): say so.
             # Whoever moved it (this writer's content check, the client's cancel, an admin
@@ -514,17 +495,15 @@ class UploadWriter:
             log.exception("part %d of ref=%s failed", number, self.ref)
             self._fail(Internal())
 
-    async def _abandon_current(self) -> bytes | None:
-        """Give up the receiving part's store request; returns its bytes (for a spill)."""
+    def _abandon_current(self) -> bytes | None:
+        """Give up the part still receiving (it has no store request yet); returns its
+        bytes, for a spill."""
         part, self.cur = self.cur, None
         if part is None:
             return None
-        data = part.stream.retained()
         part.abandoned = True
-        part.stream.abort()
-        part.more.set()
-        if part.task is not None:
-            await asyncio.gather(part.task, return_exceptions=True)
+        data = part.stream.retained()
+        part.stream.release()
         return data
 
     async def _ledger_call(self, coro):  # type: ignore[no-untyped-def]
@@ -609,7 +588,7 @@ class UploadWriter:
                 await self.drain()
             finally:
                 start = self.cur.start if self.cur is not None else 0
-                data = await self._abandon_current()
+                data = self._abandon_current()
             if spill and data and self.error is None:
                 await self._spill(start, data)
         except Exception as exc:  # the ledger still holds the last durable state
@@ -634,11 +613,7 @@ class UploadWriter:
             return
         self.closed = True
         if self.cur is not None:
-            self.cur.abandoned = True
-            self.cur.stream.abort()
-            self.cur.more.set()
-            if self.cur.task is not None:
-                self.cur.task.cancel()
+            self._abandon_current()
         for t in self.inflight:
             t.cancel()
         try:

@@ -1,6 +1,6 @@
 -- KEYS: meta, parts, lease   ARGV: epoch, number, size, crc_end, checksum, ttl
--- Notes that every byte of part `number` has been handed to the store, before the store
--- answered. Not a durability claim (nothing is acknowledged from it): if this worker dies
+-- Notes that every byte of part `number` is here and its store request starts, before the
+-- store answered. Not a durability claim (nothing is acknowledged from it): if this worker dies
 -- before recording the part, the next writer asks the store (ListParts) whether the part
 -- arrived, and adopts it with this CRC32C of the file's bytes [0, end of the part) instead
 -- of making the client re-send it. Value: "<size> <crc_end> <checksum or ->".

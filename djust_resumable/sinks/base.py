@@ -81,41 +81,29 @@ class CompleteResult:
 
 
 class PartAborted(Exception):
-    """The writer gave up a part upload that was still receiving bytes (the connection left,
-    the upload was cancelled, or the part sat idle). Deliberately not an ``OSError``: HTTP
-    clients must not treat it as a network error and retry."""
-
-
-class PartIdle(PartAborted):
-    """No byte arrived for ``idle_timeout`` seconds; the store request is given up so it does
-    not hold a thread and an idle connection to the store (S3 closes idle requests after ~20 s
-    with RequestTimeout). The bytes stay with the writer, which starts the part again when
-    the client sends more."""
+    """The writer gave up a part (the connection left or the upload was cancelled).
+    Deliberately not an ``OSError``: HTTP clients must not treat it as a network error."""
 
 
 class PartStream(io.RawIOBase):
-    """The body of one part upload: fed by the event loop, read by a storage thread.
+    """The bytes of one part: fed by the event loop as frames arrive, read by a storage thread
+    as the body of the part's store request.
 
-    The part's length (bytes) is known in advance because part boundaries are fixed, so the
-    store request starts with the first byte and the part is stored right after its last byte
-    arrives: receiving and storing overlap instead of taking turns.
-
-    The fed chunks are kept (no copy) until the reader has consumed the whole part, so the
-    store's client can rewind and retry a failed request (botocore seeks to 0) and the writer
-    can spill an unfinished part; then they are dropped, so a part waiting for the store's
-    answer costs no memory. A rewind after that raises ``io.UnsupportedOperation``.
+    The fed frames are kept as they came (no copy into a part buffer) until ``release()``,
+    which the writer calls once the store has answered: until then the store's client can
+    rewind and retry the request (botocore seeks to 0) and the writer can spill an unfinished
+    part. A read waits for bytes not fed yet, so a reader may start before the part is whole.
 
     ``checksum()`` is the part's checksum per ``algorithm`` ("CRC32C", "SHA256" or None),
-    computed in the reading thread as bytes go out.
+    computed in the reading thread as bytes go out; ``checksum_of_fed()`` computes it from
+    the kept frames, for a header sent before the body.
     """
 
-    def __init__(self, length: int, *, algorithm: str | None = None,
-                 idle_timeout: float = 0.0) -> None:
+    def __init__(self, length: int, *, algorithm: str | None = None) -> None:
         super().__init__()
         if length < 0:
             raise ValueError("length must be >= 0")
         self.length = length
-        self.idle_timeout = idle_timeout
         self.algorithm = (algorithm or "").upper() or None
         self._cond = threading.Condition()
         self._chunks: list[bytes] | None = []
@@ -152,12 +140,12 @@ class PartStream(io.RawIOBase):
             self._error = exc or PartAborted("part abandoned")
             self._cond.notify_all()
 
-    def restart(self) -> None:
-        """Forget a previous abort and rewind, to upload the part again from its first byte.
-        Raises io.UnsupportedOperation when the bytes were already dropped."""
+    def release(self) -> None:
+        """Drop the kept bytes (the store has the part). A later read or rewind raises
+        io.UnsupportedOperation."""
         with self._cond:
-            self._error = None
-            self._rewind(0)
+            self._chunks = None
+            self._cond.notify_all()
 
     def retained(self) -> bytes:
         """The bytes fed so far (for spilling an unfinished part).
@@ -169,7 +157,7 @@ class PartStream(io.RawIOBase):
 
     @property
     def failure(self) -> BaseException | None:
-        """The abort or idle timeout that ended the last read, or None."""
+        """The abort that ended the last read, or None."""
         return self._error
 
     def checksum_of_fed(self) -> str | None:
@@ -217,7 +205,7 @@ class PartStream(io.RawIOBase):
 
     def _rewind(self, pos: int) -> None:
         if self._chunks is None:
-            raise io.UnsupportedOperation("part bytes already sent and dropped")
+            raise io.UnsupportedOperation("part bytes already released")
         if pos > self._fed:
             raise io.UnsupportedOperation("cannot seek past the bytes fed")
         self._pos, self._ci, self._co = 0, 0, 0
@@ -237,10 +225,8 @@ class PartStream(io.RawIOBase):
             return self._pos
 
     def read(self, size: int | None = -1) -> bytes:
-        """Up to ``size`` bytes; blocks until ``min(size, bytes left in the part)`` have been
-        fed (full reads), so a reader asking for fixed-size chunks gets exactly those and
-        the aws-chunked framing of the request is known before the body exists
-        (``encoded_length``). Raises the abort or PartIdle."""
+        """``min(size, bytes left in the part)`` bytes, waiting for them to be fed if need be.
+        Raises the abort, or io.UnsupportedOperation after ``release()``."""
         with self._cond:
             want = self.length - self._pos
             if size is not None and 0 <= size < want:
@@ -250,12 +236,11 @@ class PartStream(io.RawIOBase):
                     raise self._error
                 if want <= 0:
                     return b""
+                if self._chunks is None:
+                    raise io.UnsupportedOperation("part bytes already released")
                 if self._fed - self._pos >= want:
                     break
-                fed = self._fed
-                if not self._cond.wait(self.idle_timeout or None) and self._fed == fed:
-                    self._error = PartIdle(f"no byte for {self.idle_timeout:g} s")
-            assert self._chunks is not None
+                self._cond.wait()
             pieces = []
             start = self._pos
             while want:
@@ -273,8 +258,6 @@ class PartStream(io.RawIOBase):
             if self._pos > self._hashed:  # a retry re-reads bytes already hashed
                 self._hash(out[self._hashed - start:] if self._hashed > start else out)
                 self._hashed = self._pos
-            if self._pos == self.length:
-                self._chunks = None  # every byte has gone to the store: drop them
             return out
 
     def readinto(self, b: Any) -> int:
@@ -408,23 +391,9 @@ class Sink(abc.ABC):
     def __init__(self, settings: ResumableSettings | None = None) -> None:
         self.settings = settings or get_settings()
         self._pool: ThreadPoolExecutor | None = None
-        self._stream_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
     # -- plumbing
-
-    @property
-    def stream_executor(self) -> ThreadPoolExecutor:
-        """Threads for part uploads that stream while the client sends (``STREAM_THREADS``);
-        separate from ``executor`` so slow clients never delay completions, spills or
-        reads."""
-        if self._stream_pool is None:
-            with self._pool_lock:
-                if self._stream_pool is None:
-                    self._stream_pool = ThreadPoolExecutor(
-                        max_workers=max(1, int(self.settings.STREAM_THREADS)),
-                        thread_name_prefix=f"djr-{self.name}-stream")
-        return self._stream_pool
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -448,11 +417,9 @@ class Sink(abc.ABC):
     def close(self) -> None:
         """Shut the thread pool down (running calls finish; nothing new is accepted)."""
         with self._pool_lock:
-            pools = (self._pool, self._stream_pool)
-            self._pool = self._stream_pool = None
-        for pool in pools:
-            if pool is not None:
-                pool.shutdown(wait=False)
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     # -- key layout
 
@@ -487,24 +454,22 @@ class Sink(abc.ABC):
                                crc32c)
 
     def part_stream(self, length: int) -> PartStream:
-        """A body for ``write_part_stream`` of ``length`` bytes, checksummed per
-        ``settings.CHECKSUM`` and given up after ``PART_IDLE_TIMEOUT`` seconds without a byte."""
-        return PartStream(length, algorithm=self.settings.CHECKSUM,
-                          idle_timeout=float(self.settings.PART_IDLE_TIMEOUT))
+        """A part of ``length`` bytes for ``write_part_stream``, checksummed per
+        ``settings.CHECKSUM``."""
+        return PartStream(length, algorithm=self.settings.CHECKSUM)
 
     async def write_part_stream(self, key: str, upload_id: str, number: int,
                                 stream: PartStream) -> PartInfo:
-        """Store part ``number`` from ``stream`` while its bytes are still arriving; returns
-        once the store has the whole part durably. Runs in the streaming thread pool
-        (``STREAM_THREADS`` threads: each call holds one for as long as the client sends
-        the part). Raises PartAborted (as is) when the writer gave the part up, StorageError
-        for a store failure."""
+        """Store part ``number`` from ``stream`` (every byte fed: the writer calls this when
+        the part's last byte arrived); returns once the store has the part durably. Raises
+        PartAborted (as is) when the writer gave the part up, StorageError for a store
+        failure."""
         if number < 1 or number > self.settings.MAX_PARTS:
             raise ValueError(f"part number {number} outside 1..{self.settings.MAX_PARTS}")
         loop = asyncio.get_running_loop()
         fn = functools.partial(self._write_part_stream, key, upload_id, number, stream)
         try:
-            return await loop.run_in_executor(self.stream_executor, fn)
+            return await loop.run_in_executor(self.executor, fn)
         except Exception as exc:
             # The HTTP client wraps an error raised by the body (botocore: HTTPClientError):
             # the stream itself says whether the writer stopped it.

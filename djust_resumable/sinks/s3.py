@@ -15,17 +15,14 @@ moto_server process (tests/integration/test_s3_sink.py keeps these facts honest)
   zlib CRC32 (moto/s3/utils.py falls back silently) — and botocore, which validates that
   value on GetObject once awscrt is installed, then refuses every read. The test extras
   install ``crc32c``.
-* A part streamed with ``STREAMING-UNSIGNED-PAYLOAD-TRAILER`` (aws-chunked body, HTTP chunked
-  transfer, CRC32C trailer) is stored decoded; ``ListParts`` reports its number, ETag and
-  size but no checksum.
+* ``ListParts`` reports each part's number, ETag and size but no checksum.
 * Completing an already completed upload again answers 200 with the same ETag; completing an
   unknown or aborted UploadId answers HTTP 500 (a KeyError inside moto), not NoSuchUpload.
   ``AbortMultipartUpload`` of an unknown UploadId answers NoSuchUpload (404).
 * A non-last part under 5 MiB fails at completion with ``EntityTooSmall``.
 
-Parts are streamed: ``UploadPart`` starts with a part's first byte and its body is a
-``PartStream`` fed while the client sends, with the checksum in a trailer (botocore does the
-aws-chunked encoding; CRC32C needs awscrt, installed with ``boto3[crt]``).
+A part's body is the ``PartStream`` its frames were fed into, sent with ``Content-Length``, its
+checksum in a header and no payload signature.
 
 Stores that reject ``ChecksumType=FULL_OBJECT`` (older S3-compatible servers) are detected on
 first use: the sink retries once without it and stops asking for it for the process lifetime.
@@ -107,14 +104,14 @@ def _django_client(settings: ResumableSettings, override: Config | None = None
     if not getattr(cfg, "retries", None):
         # "total" counts the first try too: 1 request + 4 retries.
         extra["retries"] = {"mode": "standard", "total_max_attempts": 5}
-    threads = int(settings.STORAGE_THREADS) + int(settings.STREAM_THREADS)
+    threads = int(settings.STORAGE_THREADS)
     if (getattr(cfg, "max_pool_connections", None) or 10) < threads + 2:
         extra["max_pool_connections"] = threads + 2
     s3 = dict(getattr(cfg, "s3", None) or {})
     if s3.get("payload_signing_enabled") is not False:
-        # Over plain HTTP botocore signs each body's SHA-256, which means reading a part body
-        # twice; PartStream drops bytes once sent, and the per-part checksum already guards
-        # them (over HTTPS botocore does not sign bodies that carry a checksum anyway).
+        # Over plain HTTP botocore signs each body's SHA-256, which means reading every part
+        # twice; the per-part checksum already guards the bytes (over HTTPS botocore does not
+        # sign bodies that carry a checksum anyway).
         s3["payload_signing_enabled"] = False
         extra["s3"] = s3
     if extra:
@@ -126,68 +123,20 @@ def _django_client(settings: ResumableSettings, override: Config | None = None
     return storage.connection.meta.client, storage.bucket_name
 
 
-def _trailer_for_part_streams(params: dict[str, Any], **_: Any) -> None:
-    """Request options for a ``PartStream`` body.
-
-    botocore puts a streamed body's checksum in an aws-chunked trailer only over HTTPS; over
-    HTTP it wants the checksum header (and a payload SHA-256) before the body, which a
-    part still arriving from the client cannot give. Ask for the trailer on HTTP too
-    (``STREAMING-UNSIGNED-PAYLOAD-TRAILER``, which S3, MinIO and moto accept): the checksum
-    still covers every byte and the store verifies it."""
-    body = params.get("body")
-    if not isinstance(body, PartStream):
+def _part_request_options(params: dict[str, Any], **_: Any) -> None:
+    """A part body is read once per attempt and its checksum travels in a header: never let
+    the signer hash it first. Our clients are built without payload signing
+    (``_django_client``); this covers a client handed to ``S3Sink`` that signs payloads (over
+    plain HTTP botocore would read every part a second time, and its CRT signer would need to
+    rewind a body being fed)."""
+    if not isinstance(params.get("body"), PartStream):
         return
     context = params.get("context", {})
-    # A part body is read once and dropped: never let the signer hash it first (a client
-    # handed to S3Sink may sign payloads; our own clients do not: _django_client).
     config = context.get("client_config")
     if config is not None and (getattr(config, "s3", None) or {}).get(
             "payload_signing_enabled") is not False:
         context["client_config"] = config.merge(
             Config(s3={**(config.s3 or {}), "payload_signing_enabled": False}))
-    if body.fed == body.length:
-        return  # a part whose bytes are all here goes with its checksum in a header
-    algorithm = context.get("checksum", {}).get("request_algorithm")
-    if isinstance(algorithm, dict) and algorithm.get("in") == "header":
-        algorithm["in"] = "trailer"
-
-
-def _aws_chunked_length(decoded: int, chunk: int, trailer_name: str, digest_size: int) -> int:
-    """Bytes of an aws-chunked body as botocore's AwsChunkedWrapper frames it when every read
-    returns a full ``chunk`` (PartStream's full reads): ``<hex>\\r\\n<data>\\r\\n`` per
-    chunk, then ``0\\r\\n<name>:<base64 checksum>\\r\\n\\r\\n``."""
-    full, rest = divmod(decoded, chunk)
-    n = full * (len(f"{chunk:x}") + 4 + chunk)
-    if rest:
-        n += len(f"{rest:x}") + 4 + rest
-    return n + 3 + len(trailer_name) + 1 + 4 * -(-digest_size // 3) + 4
-
-
-_DIGEST_SIZES = {"x-amz-checksum-crc32c": 4, "x-amz-checksum-crc32": 4,
-                 "x-amz-checksum-sha256": 32, "x-amz-checksum-sha1": 20,
-                 "x-amz-checksum-crc64nvme": 8}
-
-
-def _length_instead_of_chunked(request: Any, **_: Any) -> None:
-    """Send a streamed part with ``Content-Length`` instead of HTTP chunked transfer.
-
-    botocore sends a trailing checksum with ``Transfer-Encoding: chunked``; S3 equally takes
-    the aws-chunked body with its encoded length (the AWS SDK for Java does). PartStream's full
-    reads make the framing, and so that length, known in advance; servers then read the body
-    in large blocks (moto's server reads chunked input 8 KiB at a time: half the throughput).
-    Any surprise leaves the request chunked, which is correct, only slower."""
-    body = getattr(request, "body", None)
-    raw = getattr(body, "_raw", None)
-    encoding = request.headers.get("Transfer-Encoding")  # str or bytes, by botocore version
-    if not isinstance(raw, PartStream) or encoding not in ("chunked", b"chunked"):
-        return
-    name = getattr(body, "_checksum_name", None)
-    chunk = getattr(body, "_chunk_size", None)
-    if name not in _DIGEST_SIZES or not isinstance(chunk, int) or chunk <= 0:
-        return
-    length = _aws_chunked_length(raw.length, chunk, name, _DIGEST_SIZES[name])
-    del request.headers["Transfer-Encoding"]
-    request.headers["Content-Length"] = str(length)
 
 
 class S3Sink(Sink):
@@ -219,12 +168,8 @@ class S3Sink(Sink):
         # Flipped to False (once per process) when the store rejects ChecksumType=FULL_OBJECT.
         self.full_object = bool(self.settings.FULL_OBJECT_CHECKSUM) and alg == "CRC32C"
         self._lock = threading.Lock()
-        self.client.meta.events.register("before-call.s3.UploadPart",
-                                         _trailer_for_part_streams,
-                                         unique_id="djust-resumable-part-trailer")
-        self.client.meta.events.register("before-send.s3.UploadPart",
-                                         _length_instead_of_chunked,
-                                         unique_id="djust-resumable-part-length")
+        self.client.meta.events.register("before-call.s3.UploadPart", _part_request_options,
+                                         unique_id="djust-resumable-part-options")
 
     # -- multipart
 
@@ -278,17 +223,14 @@ class S3Sink(Sink):
 
     def _write_part_stream(self, key: str, upload_id: str, number: int,
                            stream: PartStream) -> PartInfo:
+        if stream.fed != stream.length:
+            raise ValueError("a part is stored once all its bytes are here")
         kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id,
                               "PartNumber": number, "Body": stream,
                               "ContentLength": stream.length}
-        if self.algorithm and stream.fed == stream.length:
-            # Every byte is here: the checksum goes in a header, the body with a plain
-            # Content-Length (the cheapest request for any server).
+        if self.algorithm:
+            # In a header, so botocore computes nothing (CRC32C would need awscrt).
             kw[f"Checksum{self.algorithm}"] = stream.checksum_of_fed()
-        elif self.algorithm:
-            # Still arriving: botocore computes it as the body goes out and sends it in an
-            # aws-chunked trailer after the last byte.
-            kw["ChecksumAlgorithm"] = self.algorithm
         try:
             resp = self.client.upload_part(**kw)
         except (ClientError, BotoCoreError) as exc:

@@ -32,7 +32,7 @@ def test_json_recipes_parse():
     actions = {a for st in policy["Statement"] for a in st["Action"]}
     assert actions == {"s3:PutObject", "s3:GetObject", "s3:DeleteObject",
                        "s3:AbortMultipartUpload", "s3:ListBucket",
-                       "s3:ListBucketMultipartUploads"}
+                       "s3:ListBucketMultipartUploads", "s3:ListMultipartUploadParts"}
     assert all(st["Effect"] == "Allow" and "*" not in st["Resource"].split(":::")[0]
                for st in policy["Statement"])
 

@@ -37,16 +37,10 @@ async def _check_stored(ledger, ref, src, s3_client, bucket):
     return rec
 
 
-# Parts stored once whole (the default) and streamed while they arrive (STREAM_PARTS).
-MODES = pytest.mark.parametrize("stream", [False, True], ids=["whole-parts", "streamed-parts"])
-
-
-@MODES
 @pytest.mark.parametrize("trial", TRIALS)
-async def test_sigkill_mid_upload_resumes_on_other_worker(trial, stream, workers, token,
-                                                          tmp_path, s3_client, s3_bucket,
-                                                          ledger_reader):
-    a, b = workers(2, STREAM_PARTS=stream)
+async def test_sigkill_mid_upload_resumes_on_other_worker(trial, workers, token, tmp_path,
+                                                          s3_client, s3_bucket, ledger_reader):
+    a, b = workers(2)
     size = 64 * MiB
     src = make_random_file(tmp_path / "src.bin", size)
     kill_at = random.randrange(size // 10, size * 9 // 10)
@@ -66,11 +60,10 @@ async def test_sigkill_mid_upload_resumes_on_other_worker(trial, stream, workers
     assert 0 <= result.bytes_resent <= rec.part_size, (kill_at, result.resume_offsets)
 
 
-@MODES
 @pytest.mark.parametrize("trial", TRIALS)
-async def test_clean_drop_mid_part_resends_nothing(trial, stream, workers, token, tmp_path,
-                                                   s3_client, s3_bucket, ledger_reader):
-    a, b = workers(2, STREAM_PARTS=stream)
+async def test_clean_drop_mid_part_resends_nothing(trial, workers, token, tmp_path, s3_client,
+                                                   s3_bucket, ledger_reader):
+    a, b = workers(2)
     size = 40 * MiB
     src = make_random_file(tmp_path / "src.bin", size)
     # Frames are 1 MiB, so the client's sent offset moves in MiB steps: pick a step that

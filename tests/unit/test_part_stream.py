@@ -12,7 +12,7 @@ import time
 import google_crc32c
 import pytest
 
-from djust_resumable.sinks.base import PartAborted, PartIdle, PartStream, crc32c_b64
+from djust_resumable.sinks.base import PartAborted, PartStream, crc32c_b64
 
 
 def _read_all(s: PartStream, n: int = 3) -> bytes:
@@ -44,14 +44,17 @@ def test_whole_frames_are_handed_over_without_a_copy():
     assert s.read(1000) is frame
 
 
-def test_bytes_are_dropped_once_read_and_a_rewind_then_fails():
+def test_bytes_are_kept_for_a_retry_until_released():
     s = PartStream(6)
     s.feed(b"abc")
     assert s.read(2) == b"ab"
-    s.seek(0)  # a retry before the end rewinds over the kept bytes
+    s.seek(0)  # a retry rewinds over the kept bytes
     assert s.retained() == b"abc"
     s.feed(b"def")
     assert _read_all(s) == b"abcdef"
+    s.seek(0)  # still kept after a complete read: the store has not answered yet
+    assert _read_all(s) == b"abcdef"
+    s.release()
     with pytest.raises(io.UnsupportedOperation):
         s.seek(0)
     with pytest.raises(io.UnsupportedOperation):
@@ -69,7 +72,7 @@ def test_retry_reads_the_same_bytes_and_hashes_them_once():
     assert s.checksum() == base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
-def test_reads_are_full_so_the_chunking_is_known_in_advance():
+def test_reads_wait_for_the_bytes_they_ask_for():
     s = PartStream(2500)
     got: list[int] = []
 
@@ -110,21 +113,6 @@ def test_abort_wakes_a_waiting_reader():
     t.join(5)
     assert len(errors) == 1 and isinstance(errors[0], PartAborted)
     assert s.failure is errors[0]
-
-
-def test_idle_reader_gives_up_and_restart_replays_from_the_first_byte():
-    s = PartStream(6, idle_timeout=0.1)
-    s.feed(b"abc")
-    assert s.read(3) == b"abc"
-    t0 = time.monotonic()
-    with pytest.raises(PartIdle):
-        s.read(10)
-    assert time.monotonic() - t0 >= 0.09
-    assert isinstance(s.failure, PartIdle)
-    s.feed(b"def")
-    s.restart()
-    assert s.failure is None
-    assert _read_all(s) == b"abcdef"
 
 
 def test_len_is_the_part_length_for_the_request_size():
