@@ -119,6 +119,25 @@ def _child_setup() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
+def token_lifetime(env: dict[str, str]) -> str:
+    """How long the printed token is valid: TOKEN_MAX_AGE from DJR_SETTINGS_JSON (which the
+    example's settings apply) or the default, in words."""
+    import json
+
+    from djust_resumable.conf import DEFAULTS
+
+    try:
+        extra = json.loads(env.get("DJR_SETTINGS_JSON") or "{}")
+        seconds = int(extra.get("TOKEN_MAX_AGE", DEFAULTS["TOKEN_MAX_AGE"]))
+    except (ValueError, TypeError, AttributeError):
+        seconds = int(DEFAULTS["TOKEN_MAX_AGE"])
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
 @dataclass
 class Child:
     name: str
@@ -463,7 +482,7 @@ def main() -> int:
             f"  Redis      {redact(redis_url)}  -- {redis_desc}",
             f"  S3         {endpoint}  bucket {bucket}  -- {s3_desc}",
             "",
-            "  Upload a file (token valid 24 h, files up to 50 GiB):",
+            f"  Upload a file (token valid {token_lifetime(env)}, files up to 50 GiB):",
             "",
             f"    {py} -m djust_resumable upload FILE --url {ws} --token {shlex.quote(token)}",
             "",
