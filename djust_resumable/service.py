@@ -44,7 +44,6 @@ from .errors import (
 from .ledger import Ledger, UploadRecord, now_ms
 from .sinks.base import (
     CompleteResult,
-    PartAborted,
     PartInfo,
     PartStream,
     Sink,
@@ -281,9 +280,7 @@ class _Part:
         self.number = number
         self.start = start  # file offset of the part's first byte (a part boundary)
         self.stream = stream
-        self.crc = 0  # CRC32C of the bytes fed so far
         self.crc_end = 0  # CRC32C of the file's bytes [0, end of part), set when sealed
-        self.abandoned = False
         self.task: asyncio.Task[None] | None = None
         self.sent: asyncio.Task[None] | None = None
 
@@ -358,7 +355,6 @@ class UploadWriter:
                 raise StorageError("spilled tail has the wrong length")
             part = self._open_part(rec.tail_offset)
             part.stream.feed(data)
-            part.crc = google_crc32c.value(data)
             await self.ledger.event(self.ref, "tail_restored", offset=rec.tail_offset,
                                     length=rec.tail_len)
             if part.fed == part.length:  # a tail is shorter than its part; never sealed here
@@ -398,7 +394,6 @@ class UploadWriter:
             n = len(chunk)
             part.stream.feed(chunk)
             self.crc = google_crc32c.extend(self.crc, chunk)
-            part.crc = google_crc32c.extend(part.crc, chunk)
             # The head is the file's first HEAD_BYTES, kept for magic-byte checks.
             if len(self.head) < self.svc.settings.HEAD_BYTES and self.received == len(self.head):
                 self.head += chunk[: self.svc.settings.HEAD_BYTES - len(self.head)]
@@ -443,7 +438,7 @@ class UploadWriter:
         Synchronous on purpose: crc_end must be set before the part's task can finish."""
         part.crc_end = self.crc
         self.cur = None
-        checksum = (crc32c_b64(part.crc)
+        checksum = (crc32c_b64(part.stream.crc32c)
                     if (self.svc.settings.CHECKSUM or "").upper() == "CRC32C" else None)
         part.sent = asyncio.create_task(self.ledger.part_sent(
             self.ref, self.epoch, part.number, part.length, part.crc_end, checksum))
@@ -475,9 +470,6 @@ class UploadWriter:
             if durable > self.durable:
                 self.durable = durable
                 await self.on_ack(self.ref, self.received, durable)
-        except PartAborted:
-            if not part.abandoned:  # the stream failed without the writer asking: say so
-                self._fail(StorageError(f"part {number} upload interrupted"))
         except asyncio.CancelledError:
             raise
         except InvalidState as exc:
@@ -501,7 +493,6 @@ class UploadWriter:
         part, self.cur = self.cur, None
         if part is None:
             return None
-        part.abandoned = True
         data = part.stream.retained()
         part.stream.release()
         return data

@@ -80,11 +80,6 @@ class CompleteResult:
 # --------------------------------------------------------------------------- part bodies
 
 
-class PartAborted(Exception):
-    """The writer gave up a part (the connection left or the upload was cancelled).
-    Deliberately not an ``OSError``: HTTP clients must not treat it as a network error."""
-
-
 class PartStream(io.RawIOBase):
     """The bytes of one part: fed by the event loop as frames arrive, read by a storage thread
     as the body of the part's store request.
@@ -94,9 +89,9 @@ class PartStream(io.RawIOBase):
     rewind and retry the request (botocore seeks to 0) and the writer can spill an unfinished
     part. A read waits for bytes not fed yet, so a reader may start before the part is whole.
 
-    ``checksum()`` is the part's checksum per ``algorithm`` ("CRC32C", "SHA256" or None),
-    computed in the reading thread as bytes go out; ``checksum_of_fed()`` computes it from
-    the kept frames, for a header sent before the body.
+    ``crc32c`` is the CRC32C of the bytes fed, extended as they are fed (the writer needs it
+    anyway); ``checksum()`` is the part's checksum per ``algorithm`` ("CRC32C", "SHA256" or
+    None) for the request header and the ledger.
     """
 
     def __init__(self, length: int, *, algorithm: str | None = None) -> None:
@@ -111,10 +106,7 @@ class PartStream(io.RawIOBase):
         self._pos = 0
         self._ci = 0  # chunk index and offset inside it of _pos
         self._co = 0
-        self._error: BaseException | None = None
-        self._hashed = 0
-        self._crc = 0
-        self._sha = hashlib.sha256() if self.algorithm == "SHA256" else None
+        self.crc32c = 0
 
     # -- writer side (event loop thread)
 
@@ -132,12 +124,7 @@ class PartStream(io.RawIOBase):
                 raise ValueError("fed past the part's length")
             self._chunks.append(chunk)
             self._fed += len(chunk)
-            self._cond.notify_all()
-
-    def abort(self, exc: BaseException | None = None) -> None:
-        """Make the reader fail with ``exc`` (default ``PartAborted``) at its next read."""
-        with self._cond:
-            self._error = exc or PartAborted("part abandoned")
+            self.crc32c = google_crc32c.extend(self.crc32c, chunk)
             self._cond.notify_all()
 
     def release(self) -> None:
@@ -155,38 +142,22 @@ class PartStream(io.RawIOBase):
                 raise io.UnsupportedOperation("part bytes already dropped")
             return b"".join(self._chunks)
 
-    @property
-    def failure(self) -> BaseException | None:
-        """The abort that ended the last read, or None."""
-        return self._error
-
-    def checksum_of_fed(self) -> str | None:
-        """Base64 checksum of the bytes fed so far, computed from the kept chunks without
-        reading them (for a header sent before the body). Raises io.UnsupportedOperation
-        when they were dropped."""
+    def checksum(self) -> str | None:
+        """Base64 checksum of the bytes fed, or None without an algorithm. SHA256 is computed
+        from the kept frames (in the caller's thread); raises io.UnsupportedOperation when
+        they were released."""
+        if self.algorithm == "CRC32C":
+            return crc32c_b64(self.crc32c)
+        if self.algorithm != "SHA256":
+            return None
         with self._cond:
             if self._chunks is None:
-                raise io.UnsupportedOperation("part bytes already dropped")
+                raise io.UnsupportedOperation("part bytes already released")
             chunks = list(self._chunks)
-        if self.algorithm == "CRC32C":
-            crc = 0
-            for c in chunks:
-                crc = google_crc32c.extend(crc, c)
-            return crc32c_b64(crc)
-        if self.algorithm == "SHA256":
-            sha = hashlib.sha256()
-            for c in chunks:
-                sha.update(c)
-            return base64.b64encode(sha.digest()).decode("ascii")
-        return None
-
-    def checksum(self) -> str | None:
-        """Base64 checksum of the whole part (after the reader consumed it), or None."""
-        if self.algorithm == "CRC32C":
-            return crc32c_b64(self._crc)
-        if self._sha is not None:
-            return base64.b64encode(self._sha.digest()).decode("ascii")
-        return None
+        sha = hashlib.sha256()
+        for c in chunks:
+            sha.update(c)
+        return base64.b64encode(sha.digest()).decode("ascii")
 
     # -- reader side (storage thread)
 
@@ -226,14 +197,12 @@ class PartStream(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         """``min(size, bytes left in the part)`` bytes, waiting for them to be fed if need be.
-        Raises the abort, or io.UnsupportedOperation after ``release()``."""
+        Raises io.UnsupportedOperation after ``release()``."""
         with self._cond:
             want = self.length - self._pos
             if size is not None and 0 <= size < want:
                 want = size
             while True:
-                if self._error is not None:
-                    raise self._error
                 if want <= 0:
                     return b""
                 if self._chunks is None:
@@ -242,7 +211,6 @@ class PartStream(io.RawIOBase):
                     break
                 self._cond.wait()
             pieces = []
-            start = self._pos
             while want:
                 chunk = self._chunks[self._ci]
                 n = min(len(chunk) - self._co, want)
@@ -254,22 +222,12 @@ class PartStream(io.RawIOBase):
                     self._ci, self._co = self._ci + 1, 0
                 self._pos += n
                 want -= n
-            out = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            if self._pos > self._hashed:  # a retry re-reads bytes already hashed
-                self._hash(out[self._hashed - start:] if self._hashed > start else out)
-                self._hashed = self._pos
-            return out
+            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def readinto(self, b: Any) -> int:
         data = self.read(len(b))
         memoryview(b).cast("B")[: len(data)] = data
         return len(data)
-
-    def _hash(self, data: bytes) -> None:
-        if self.algorithm == "CRC32C":
-            self._crc = google_crc32c.extend(self._crc, data)
-        elif self._sha is not None:
-            self._sha.update(data)
 
 
 # --------------------------------------------------------------------------- checksums
@@ -462,22 +420,11 @@ class Sink(abc.ABC):
                                 stream: PartStream) -> PartInfo:
         """Store part ``number`` from ``stream`` (every byte fed: the writer calls this when
         the part's last byte arrived); returns once the store has the part durably. Raises
-        PartAborted (as is) when the writer gave the part up, StorageError for a store
-        failure."""
+        StorageError."""
         if number < 1 or number > self.settings.MAX_PARTS:
             raise ValueError(f"part number {number} outside 1..{self.settings.MAX_PARTS}")
-        loop = asyncio.get_running_loop()
-        fn = functools.partial(self._write_part_stream, key, upload_id, number, stream)
-        try:
-            return await loop.run_in_executor(self.executor, fn)
-        except Exception as exc:
-            # The HTTP client wraps an error raised by the body (botocore: HTTPClientError):
-            # the stream itself says whether the writer stopped it.
-            if stream.failure is not None:
-                raise stream.failure from None
-            if isinstance(exc, ResumableError):
-                raise
-            raise StorageError(f"{self.name} write_part failed: {type(exc).__name__}") from exc
+        return await self._run("write_part", self._write_part_stream, key, upload_id, number,
+                               stream)
 
     def _write_part_stream(self, key: str, upload_id: str, number: int,
                            stream: PartStream) -> PartInfo:
@@ -485,8 +432,7 @@ class Sink(abc.ABC):
         chunks = []
         while chunk := stream.read(8 * MiB):
             chunks.append(chunk)
-        data = b"".join(chunks)
-        return self._write_part(key, upload_id, number, data, crc32c_value(data))
+        return self._write_part(key, upload_id, number, b"".join(chunks), stream.crc32c)
 
     async def list_parts(self, key: str, upload_id: str, numbers: list[int]
                          ) -> dict[int, PartInfo]:

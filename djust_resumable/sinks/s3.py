@@ -228,14 +228,14 @@ class S3Sink(Sink):
         kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id,
                               "PartNumber": number, "Body": stream,
                               "ContentLength": stream.length}
-        if self.algorithm:
+        checksum = stream.checksum()
+        if checksum is not None:
             # In a header, so botocore computes nothing (CRC32C would need awscrt).
-            kw[f"Checksum{self.algorithm}"] = stream.checksum_of_fed()
+            kw[f"Checksum{self.algorithm}"] = checksum
         try:
             resp = self.client.upload_part(**kw)
         except (ClientError, BotoCoreError) as exc:
             raise _fail(f"upload_part {number}", exc) from exc
-        checksum = stream.checksum()
         echoed = resp.get(f"Checksum{self.algorithm}") if self.algorithm else None
         if echoed is not None and echoed != checksum:
             raise StorageError(f"s3 upload_part {number}: store checksum differs")

@@ -12,7 +12,7 @@ import time
 import google_crc32c
 import pytest
 
-from djust_resumable.sinks.base import PartAborted, PartStream, crc32c_b64
+from djust_resumable.sinks.base import PartStream, crc32c_b64
 
 
 def _read_all(s: PartStream, n: int = 3) -> bytes:
@@ -61,7 +61,7 @@ def test_bytes_are_kept_for_a_retry_until_released():
         s.retained()
 
 
-def test_retry_reads_the_same_bytes_and_hashes_them_once():
+def test_retry_reads_the_same_bytes_and_the_checksum_covers_them_once():
     data = bytes(range(256)) * 40
     s = PartStream(len(data), algorithm="SHA256")
     for i in range(0, len(data), 1000):
@@ -94,25 +94,6 @@ def test_feeding_past_the_length_is_refused():
     s.feed(b"abc")
     with pytest.raises(ValueError):
         s.feed(b"de")
-
-
-def test_abort_wakes_a_waiting_reader():
-    s = PartStream(10)
-    errors: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            _read_all(s)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    t = threading.Thread(target=reader)
-    t.start()
-    time.sleep(0.05)
-    s.abort()
-    t.join(5)
-    assert len(errors) == 1 and isinstance(errors[0], PartAborted)
-    assert s.failure is errors[0]
 
 
 def test_len_is_the_part_length_for_the_request_size():
